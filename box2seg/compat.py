@@ -1,0 +1,187 @@
+"""detectron2 v0.6 on a modern stack; a no-op where the installed detectron2 needs no fix.
+
+Every fix is guarded by a feature test, never by a version string (upstream detectron2 installed from
+git also calls itself 0.6), so with upstream detectron2 each one changes nothing. ``apply()`` must run
+before any detectron2 module is imported: with Pillow >= 10, ``import detectron2.data`` fails on
+``Image.LINEAR`` at class-definition time. ``box2seg/__init__.py`` calls it first thing.
+
+The fixes:
+- numpy >= 1.24 removed the aliases ``np.int``, ``np.bool``, ``np.float``, ``np.str`` that v0.6 uses;
+- Pillow >= 10 removed ``Image.LINEAR`` (now ``Image.BILINEAR``);
+- setuptools >= 81 no longer ships ``pkg_resources`` (``detectron2.model_zoo`` imports it);
+- the sdist has no compiled ``detectron2._C``; ``detectron2.layers`` imports it at module level.
+  A stand-in module raises a clear error if a C++-only op (deformable / rotated ops) is *called*;
+- torch >= 2.6 loads with ``weights_only=True`` by default, which refuses fvcore's checkpoints
+  (optimizer, scheduler state). The checkpointer loads the user's own checkpoint files, so it asks for
+  full unpickling explicitly;
+- v0.6's SemSegEvaluator divides the mIoU by the number of classes present in the ground truth *or*
+  the prediction; upstream fixed it to the classes with ground truth. The fixed formula is applied when
+  the buggy one is detected in the source.
+"""
+import importlib.util
+import inspect
+import logging
+import sys
+import types
+
+logger = logging.getLogger(__name__)
+
+_APPLIED = []
+
+
+def _numpy_aliases():
+    import numpy as np
+
+    for name, value in (("int", int), ("bool", bool), ("float", float), ("str", str)):
+        if name not in vars(np):  # vars(): no FutureWarning from numpy's module __getattr__
+            setattr(np, name, value)
+            _APPLIED.append(f"np.{name}")
+
+
+def _pillow_linear():
+    from PIL import Image
+
+    if not hasattr(Image, "LINEAR"):
+        Image.LINEAR = Image.BILINEAR
+        _APPLIED.append("PIL.Image.LINEAR")
+
+
+def _pkg_resources():
+    if importlib.util.find_spec("pkg_resources") is not None:
+        return
+    module = types.ModuleType("pkg_resources")
+
+    def resource_filename(package, resource):
+        import importlib.resources as resources
+
+        return str(resources.files(package).joinpath(resource))
+
+    def resource_exists(package, resource):
+        import os
+
+        return os.path.exists(resource_filename(package, resource))
+
+    module.resource_filename = resource_filename
+    module.resource_exists = resource_exists
+    sys.modules["pkg_resources"] = module
+    _APPLIED.append("pkg_resources")
+
+
+class _MissingCppOps(types.ModuleType):
+    """Stands in for ``detectron2._C`` when detectron2 was installed without its C++ ops."""
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise RuntimeError(
+            f"detectron2._C.{name} is a compiled C++ op, and this detectron2 was installed without its C++ "
+            "ops (box2seg's pure-Python install). Box2Seg does not need it; for deformable or rotated ops, "
+            "install detectron2 from source: pip install --no-build-isolation "
+            "'git+https://github.com/facebookresearch/detectron2.git'"
+        )
+
+
+def _detectron2_c():
+    if "detectron2._C" in sys.modules:
+        return
+    spec = importlib.util.find_spec("detectron2")
+    if spec is None or not spec.submodule_search_locations:
+        return
+    import os
+
+    for location in spec.submodule_search_locations:
+        for entry in os.listdir(location):
+            if entry.startswith("_C.") and entry.endswith((".so", ".pyd")):
+                return  # a compiled build: nothing to do
+    sys.modules["detectron2._C"] = _MissingCppOps("detectron2._C")
+    _APPLIED.append("detectron2._C")
+
+
+def has_cpp_ops():
+    """Whether detectron2's compiled ops exist (COCOEvaluator's fast path needs them)."""
+    return not isinstance(sys.modules.get("detectron2._C"), _MissingCppOps)
+
+
+def _checkpoint_weights_only():
+    import torch
+
+    if "weights_only" not in inspect.signature(torch.load).parameters:
+        return
+    from fvcore.common import checkpoint as fv_checkpoint
+
+    source = inspect.getsource(fv_checkpoint.Checkpointer._load_file)
+    if "weights_only" in source:
+        return
+
+    def _load_file(self, f):
+        # The user's own checkpoint (model, optimizer, scheduler, iteration): trusted, fully unpickled.
+        return torch.load(f, map_location=torch.device("cpu"), weights_only=False)
+
+    fv_checkpoint.Checkpointer._load_file = _load_file
+    _APPLIED.append("fvcore Checkpointer weights_only")
+
+
+def fixed_miou(conf_matrix):
+    """mIoU over the classes with at least one ground-truth pixel (ignore row/column last)."""
+    import numpy as np
+
+    conf = np.asarray(conf_matrix, dtype=np.float64)[:-1, :-1]
+    tp = np.diagonal(conf)
+    pos_gt = conf.sum(axis=0)  # v0.6 indexes the matrix as [pred, gt]
+    pos_pred = conf.sum(axis=1)
+    valid = pos_gt > 0
+    if not valid.any():
+        return float("nan")
+    return float(np.mean(tp[valid] / (pos_gt + pos_pred - tp)[valid]))
+
+
+def _sem_seg_miou():
+    from detectron2.evaluation import sem_seg_evaluation
+
+    cls = sem_seg_evaluation.SemSegEvaluator
+    if getattr(cls.evaluate, "_box2seg_fixed", False):
+        return
+    if "/ np.sum(iou_valid)" not in inspect.getsource(cls.evaluate):
+        return
+    original = cls.evaluate
+
+    def evaluate(self):
+        results = original(self)
+        if results is not None and "sem_seg" in results:
+            results["sem_seg"]["mIoU"] = 100 * fixed_miou(self._conf_matrix)
+        return results
+
+    evaluate._box2seg_fixed = True
+    cls.evaluate = evaluate
+    _APPLIED.append("SemSegEvaluator mIoU")
+
+
+def check_detectron2():
+    if importlib.util.find_spec("detectron2") is None:
+        raise ImportError(
+            "box2seg needs detectron2, which is not on PyPI. Either run `make test` / `make demo` in the "
+            "box2seg checkout (installs detectron2 v0.6's Python package into .venv), or run "
+            "`python tools/install_detectron2.py`, or install upstream with internet access: "
+            "pip install --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git'"
+        )
+
+
+def apply():
+    """Apply every needed fix once. Safe to call repeatedly."""
+    if getattr(apply, "_done", False):
+        return
+    check_detectron2()
+    if any(name == "detectron2.data" or name.startswith("detectron2.data.") for name in sys.modules):
+        logger.warning("box2seg: detectron2.data was imported before box2seg; import box2seg first.")
+    _numpy_aliases()
+    _pillow_linear()
+    _pkg_resources()
+    _detectron2_c()
+    _checkpoint_weights_only()
+    _sem_seg_miou()
+    apply._done = True
+
+
+def applied_fixes():
+    """Names of the fixes this process needed (empty with upstream detectron2 on an old stack)."""
+    return list(_APPLIED)

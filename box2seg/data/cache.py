@@ -1,0 +1,84 @@
+"""The on-disk cache (GrabCut labels, painted semantic ground truth, generated datasets).
+
+Everything lives under ``$BOX2SEG_CACHE`` (default ``~/.cache/box2seg``), keyed by what produced it, so a
+changed annotation file or setting never reads a stale entry. Writes are atomic: a file is written to a
+temporary name in the same folder and renamed into place, so an interrupted job leaves either the old
+state or the new one, never half a file.
+"""
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def cache_root():
+    """The cache folder: ``$BOX2SEG_CACHE`` or ``~/.cache/box2seg``."""
+    return Path(os.environ.get("BOX2SEG_CACHE") or "~/.cache/box2seg").expanduser()
+
+
+def stable_hash(obj, length=12):
+    """A short hash of a JSON-serialisable object, independent of dict order and of the process."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha1(blob).hexdigest()[:length]
+
+
+def annotations_hash(dataset_dicts, length=12):
+    """Hash of what GrabCut and the targets read: each image's file, size and boxes."""
+    digest = hashlib.sha1()
+    for record in dataset_dicts:
+        boxes = [
+            (
+                [round(float(v), 3) for v in ann["bbox"]],
+                int(ann.get("bbox_mode", 0)),
+                int(ann["category_id"]),
+                int(ann.get("iscrowd", 0)),
+            )
+            for ann in record.get("annotations", [])
+        ]
+        item = [os.path.basename(record["file_name"]), str(record.get("image_id")), record.get("height"),
+                record.get("width"), boxes]
+        digest.update(json.dumps(item, separators=(",", ":")).encode())
+    return digest.hexdigest()[:length]
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path``; on success it is renamed to ``path``, else removed.
+
+    The temporary name keeps the final suffix, so writers that pick a format by extension
+    (``cv2.imwrite``, PIL) work unchanged.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_bytes(path, data):
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def atomic_write_json(path, obj):
+    atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True).encode())
+
+
+def safe_name(image_id):
+    """A file-name-safe, unique form of a dataset image id (ids may be strings with slashes)."""
+    text = str(image_id)
+    clean = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)
+    if clean != text:
+        clean = f"{clean}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+    return clean
