@@ -14,6 +14,8 @@ The fixes:
 - torch >= 2.6 loads with ``weights_only=True`` by default, which refuses fvcore's checkpoints
   (optimizer, scheduler state). The checkpointer loads the user's own checkpoint files, so it asks for
   full unpickling explicitly;
+- v0.6's DefaultTrainer checkpoints only the iteration and hook states, not its inner trainer's
+  optimizer, so ``--resume`` restarted momentum from zero; upstream saves it under ``_trainer``;
 - v0.6's SemSegEvaluator divides the mIoU by the number of classes present in the ground truth *or*
   the prediction; upstream fixed it to the classes with ground truth. The fixed formula is applied when
   the buggy one is detected in the source.
@@ -121,6 +123,28 @@ def _checkpoint_weights_only():
     _APPLIED.append("fvcore Checkpointer weights_only")
 
 
+def _trainer_optimizer_state():
+    from detectron2.engine import defaults
+
+    cls = defaults.DefaultTrainer
+    if "state_dict" in vars(cls):
+        return
+
+    def state_dict(self):
+        state = super(cls, self).state_dict()
+        state["_trainer"] = self._trainer.state_dict()
+        return state
+
+    def load_state_dict(self, state):
+        super(cls, self).load_state_dict(state)
+        if "_trainer" in state:  # checkpoints written before this fix have no optimizer state
+            self._trainer.load_state_dict(state["_trainer"])
+
+    cls.state_dict = state_dict
+    cls.load_state_dict = load_state_dict
+    _APPLIED.append("DefaultTrainer optimizer state")
+
+
 def fixed_miou(conf_matrix):
     """mIoU over the classes with at least one ground-truth pixel (ignore row/column last)."""
     import numpy as np
@@ -179,6 +203,7 @@ def apply():
     _detectron2_c()
     _checkpoint_weights_only()
     _sem_seg_miou()
+    _trainer_optimizer_state()
     apply._done = True
 
 
