@@ -1,0 +1,59 @@
+"""Box-conditioned masks: the y-branch's prediction turned into one mask per input box.
+
+For a box of class c, its mask is the pixels inside it whose argmax over {background, the classes of the
+boxes covering the pixel} is c. The argmax is restricted to the classes that are actually boxed there, so
+a confusion with an absent class cannot erase an object. Where several boxes of the winning class cover a
+pixel, the smallest box owns it (smaller objects are usually in front). Used by the demo, the instance
+IoU evaluator and the pseudo-mask export.
+"""
+import torch
+
+__all__ = ["box_conditioned_masks", "boxes_inside"]
+
+
+def boxes_inside(boxes, height, width):
+    """(N, H, W) bool: pixel centres inside each xyxy box. One broadcast comparison, no loop over boxes."""
+    ys = torch.arange(height, device=boxes.device, dtype=boxes.dtype) + 0.5
+    xs = torch.arange(width, device=boxes.device, dtype=boxes.dtype) + 0.5
+    inside_y = (ys[None, :] >= boxes[:, 1:2]) & (ys[None, :] <= boxes[:, 3:4])  # (N, H)
+    inside_x = (xs[None, :] >= boxes[:, 0:1]) & (xs[None, :] <= boxes[:, 2:3])  # (N, W)
+    return inside_y[:, :, None] & inside_x[:, None, :]
+
+
+def box_conditioned_masks(scores, boxes, classes):
+    """Per-box masks from class scores.
+
+    Args:
+        scores: (L+1, H, W) scores or probabilities, channel 0 = background, channel c+1 = class c.
+        boxes: (N, 4) xyxy boxes in the same pixel frame as ``scores``.
+        classes: (N,) contiguous class ids (0..L-1).
+    Returns:
+        (N, H, W) bool masks; a pixel belongs to at most one box.
+    """
+    num_boxes = boxes.shape[0]
+    height, width = scores.shape[-2:]
+    if num_boxes == 0:
+        return torch.zeros((0, height, width), dtype=torch.bool, device=scores.device)
+    boxes = boxes.to(scores.device, torch.float32)
+    classes = classes.to(scores.device).long()
+    inside = boxes_inside(boxes, height, width)  # (N, H, W)
+
+    present, box_to_present = torch.unique(classes, return_inverse=True)  # K classes, compact index per box
+    # covered[k]: pixel inside at least one box of present class k. One-hot (N, K) reduction over boxes.
+    one_hot = torch.nn.functional.one_hot(box_to_present, present.numel()).to(torch.float32)
+    covered = torch.einsum("nk,nhw->khw", one_hot, inside.to(torch.float32)) > 0
+
+    class_scores = scores[present + 1].float().masked_fill(~covered, float("-inf"))  # (K, H, W)
+    best_score, best_class = class_scores.max(dim=0)
+    foreground = best_score > scores[0].float()  # ties go to background
+
+    # Each box claims the pixels labelled with its class; among claimants the smallest box wins.
+    claims = inside & foreground[None] & (best_class[None] == box_to_present[:, None, None])
+    area = (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
+    # Stable rank of each box by area (ties: lower index first), so ownership is deterministic.
+    rank = torch.empty(num_boxes, dtype=torch.long, device=scores.device)
+    order = torch.sort(area, stable=True).indices
+    rank[order] = torch.arange(num_boxes, device=scores.device)
+    key = torch.where(claims, rank[:, None, None], torch.full_like(rank[:, None, None], num_boxes))
+    owner = key.argmin(dim=0)  # (H, W)
+    return claims & (torch.arange(num_boxes, device=scores.device)[:, None, None] == owner[None])
