@@ -16,6 +16,8 @@ The fixes:
   full unpickling explicitly;
 - v0.6's DefaultTrainer checkpoints only the iteration and hook states, not its inner trainer's
   optimizer, so ``--resume`` restarted momentum from zero; upstream saves it under ``_trainer``;
+- v0.6's ``launch`` workers assert CUDA and use NCCL; without a GPU they now use GLOO, so multi-process
+  training runs (and is tested) on CPU. ``create_ddp_model`` passes ``device_ids`` only for GPU models;
 - v0.6's SemSegEvaluator divides the mIoU by the number of classes present in the ground truth *or*
   the prediction; upstream fixed it to the classes with ground truth. The fixed formula is applied when
   the buggy one is detected in the source.
@@ -145,6 +147,61 @@ def _trainer_optimizer_state():
     _APPLIED.append("DefaultTrainer optimizer state")
 
 
+def _cpu_distributed_worker(
+    local_rank, main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout=None
+):
+    """detectron2's launch worker, choosing GLOO when there is no GPU."""
+    import datetime
+
+    import torch
+    import torch.distributed as dist
+    from detectron2.utils import comm
+
+    has_gpu = torch.cuda.is_available()
+    global_rank = machine_rank * num_gpus_per_machine + local_rank
+    dist.init_process_group(
+        backend="NCCL" if has_gpu else "GLOO",
+        init_method=dist_url,
+        world_size=world_size,
+        rank=global_rank,
+        timeout=timeout or datetime.timedelta(minutes=30),
+    )
+    num_machines = world_size // num_gpus_per_machine
+    for i in range(num_machines):
+        group = dist.new_group(list(range(i * num_gpus_per_machine, (i + 1) * num_gpus_per_machine)))
+        if i == machine_rank:
+            comm._LOCAL_PROCESS_GROUP = group
+    if has_gpu:
+        torch.cuda.set_device(local_rank)
+    comm.synchronize()
+    main_func(*args)
+
+
+def _cpu_launch():
+    import importlib
+
+    from detectron2.engine import defaults
+
+    launch = importlib.import_module("detectron2.engine.launch")  # the module, not the function
+    worker = launch._distributed_worker
+    if worker is not _cpu_distributed_worker and 'backend="NCCL"' in inspect.getsource(worker):
+        launch._distributed_worker = _cpu_distributed_worker
+        _APPLIED.append("launch on CPU (GLOO)")
+
+    create = defaults.create_ddp_model
+    if getattr(create, "_box2seg_fixed", False):
+        return
+
+    def create_ddp_model(model, **kwargs):
+        params = list(model.parameters())
+        if "device_ids" not in kwargs and params and params[0].device.type == "cpu":
+            kwargs["device_ids"] = None  # CPU DistributedDataParallel takes no device ids
+        return create(model, **kwargs)
+
+    create_ddp_model._box2seg_fixed = True
+    defaults.create_ddp_model = create_ddp_model
+
+
 def fixed_miou(conf_matrix):
     """mIoU over the classes with at least one ground-truth pixel (ignore row/column last)."""
     import numpy as np
@@ -204,6 +261,7 @@ def apply():
     _checkpoint_weights_only()
     _sem_seg_miou()
     _trainer_optimizer_state()
+    _cpu_launch()
     apply._done = True
 
 

@@ -17,6 +17,8 @@ def add_box2seg_config(cfg):
     _C.BOX2SEG.GRABCUT.MIN_MARGIN = 32  # ... and at least this many pixels
     _C.BOX2SEG.GRABCUT.MAX_SIDE = 0  # cap the crop's longer side (0 = no cap); the result is upsampled back
     _C.BOX2SEG.GRABCUT.SEED = 0
+    # Training computes missing GrabCut labels itself (rank 0, behind a barrier) instead of failing.
+    _C.BOX2SEG.GRABCUT.PREPARE_IF_MISSING = True
 
     # Training-time augmentation of image, boxes and GrabCut map together (Box2SegDatasetMapper).
     # "ResizeShortestEdge" uses INPUT.MIN_SIZE_TRAIN / MAX_SIZE_TRAIN; "ResizeScale" scales the image to
