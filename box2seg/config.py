@@ -5,6 +5,11 @@ from detectron2.config import CfgNode as CN
 
 def add_box2seg_config(cfg):
     _C = cfg
+    # Poly learning rate (LR_SCHEDULER_NAME "WarmupPolyLR"), as detectron2's DeepLab project defines it.
+    if "POLY_LR_POWER" not in _C.SOLVER:
+        _C.SOLVER.POLY_LR_POWER = 0.9
+        _C.SOLVER.POLY_LR_CONSTANT_ENDING = 0.0
+
     _C.BOX2SEG = CN()
     # User COCO-format box datasets, "NAME=JSON:IMAGE_ROOT"; registered in every process (launch workers
     # too) before the datasets are read. The CLI flag --coco-dataset appends here.
@@ -28,4 +33,30 @@ def add_box2seg_config(cfg):
     _C.INPUT.TARGET_SIZE = 512
     # A box whose area shrinks below this fraction of its pre-crop area is dropped from the targets.
     _C.INPUT.MIN_BOX_AREA_KEPT = 0.1
+
+    # The model (box2seg.modeling.meta_arch.Box2Seg). NUM_CLASSES and IGNORE_VALUE live in
+    # MODEL.SEM_SEG_HEAD as for detectron2's semantic segmentors (NUM_CLASSES = L, foreground only).
+    _C.MODEL.BOX2SEG = CN()
+    _C.MODEL.BOX2SEG.SIZE_DIVISIBILITY = 32
+    # The first PRETRAIN_ITERS iterations train only encoder + embedding decoder with L_A_pre.
+    _C.MODEL.BOX2SEG.PRETRAIN_ITERS = 0
+    _C.MODEL.BOX2SEG.LOSS = CN()
+    # Enabled terms; ablations remove names here: gc, fg, bg, fr, aff.
+    _C.MODEL.BOX2SEG.LOSS.TERMS = ["gc", "fg", "bg", "fr", "aff"]
+    _C.MODEL.BOX2SEG.LOSS.GC_WEIGHT = 1.0
+    _C.MODEL.BOX2SEG.LOSS.FG_WEIGHT = 1.0
+    _C.MODEL.BOX2SEG.LOSS.BG_WEIGHT = 1.0
+    _C.MODEL.BOX2SEG.LOSS.FR_WEIGHT = 1.0
+    _C.MODEL.BOX2SEG.LOSS.AFFINITY_WEIGHT = 1.0
+    _C.MODEL.BOX2SEG.LOSS.AFFINITY_PRETRAIN_WEIGHT = 1.0
+    _C.MODEL.BOX2SEG.LOSS.GAMMA = 0.8  # filling-rate hinge: attention must cover gamma * eta_c
+    _C.MODEL.BOX2SEG.AFFINITY = CN()
+    _C.MODEL.BOX2SEG.AFFINITY.NUM_SAMPLES = 1024  # pixels per image; memory O(NUM_SAMPLES^2)
+    _C.MODEL.BOX2SEG.AFFINITY.BOUNDARY_FRACTION = 0.5  # share sampled near GrabCut class boundaries
+    _C.MODEL.BOX2SEG.AFFINITY.BOUNDARY_WIDTH = 8  # px
+    _C.MODEL.BOX2SEG.AFFINITY.DETACH = "none"  # none | segmentation | embedding
+    _C.MODEL.BOX2SEG.TEST = CN()
+    _C.MODEL.BOX2SEG.TEST.FLIP = False
+    _C.MODEL.BOX2SEG.TEST.SCALES = [1.0]
+    _C.MODEL.BOX2SEG.TEST.BOX_MASKS = True  # box-conditioned masks when the input carries boxes
     return cfg

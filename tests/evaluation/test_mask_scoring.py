@@ -1,0 +1,37 @@
+import box2seg  # noqa: F401
+import numpy as np
+import pytest
+
+from box2seg.evaluation.mask_scoring import MaskScorer, filled_box_masks, filled_ellipse_masks, paint_box_masks
+
+
+def test_paint_smaller_box_wins_and_fills():
+    boxes = [[0, 0, 8, 8], [2, 2, 4, 4]]
+    masks = filled_box_masks(boxes, 8, 8)
+    labels = paint_box_masks(masks, [0, 1], boxes, 8, 8)
+    assert (labels[2:4, 2:4] == 2).all() and (labels == 1).sum() == 64 - 4
+
+
+def test_ellipse_inside_box_and_area():
+    m = filled_ellipse_masks([[0, 0, 40, 20]], 30, 50)[0]
+    assert not m[:, 40:].any() and not m[20:].any()
+    assert m.sum() == pytest.approx(np.pi * 20 * 10, rel=0.03)
+
+
+def test_scorer_perfect_and_absent_class():
+    gt_mask = np.zeros((10, 10), bool)
+    gt_mask[2:6, 2:6] = True
+    poly = [[2, 2, 6, 2, 6, 6, 2, 6]]
+    record = {"file_name": "x", "height": 10, "width": 10,
+              "annotations": [{"bbox": [2, 2, 6, 6], "category_id": 0, "iscrowd": 0, "segmentation": poly}]}
+    gt_labels = gt_mask.astype(np.int64)
+    scorer = MaskScorer(num_classes=2, ignore_label=255)
+    scorer.add(record, gt_mask[None], gt_labels)
+    s = scorer.summary()
+    assert s["semantic_mIoU"] == pytest.approx(1.0) and s["instance_mIoU"] == pytest.approx(1.0)
+    # A wrong semantic map painting class 2 (absent from GT) on background lowers only the bg IoU.
+    wrong = gt_labels.copy()
+    wrong[0, :] = 2
+    scorer2 = MaskScorer(num_classes=2, ignore_label=255)
+    scorer2.add(record, gt_mask[None], gt_labels, semantic_labels=wrong)
+    assert scorer2.summary()["semantic_mIoU"] == pytest.approx((74 / 84 + 1.0) / 2)
