@@ -1,0 +1,371 @@
+"""Box2Seg's losses (method section "Losses"), one function per term plus :class:`Box2SegLoss`.
+
+Every per-image function works at input resolution on one image's tensors:
+
+* ``log_probs``: (C, H, W) float, C = L + 1, the log-softmax of the y-branch (the meta-architecture
+  upsamples the logits bilinearly and takes ``log_softmax`` in fp32 first); channel 0 = background,
+  channel c + 1 = foreground class c.
+* ``alpha``: (K, H, W) float in [0, 1], the attention channels of the K present classes only, gathered
+  from the L-channel alpha map in the order of ``targets.classes`` (see :func:`gather_present`).
+* ``embeddings``: (D, H, W) float, the beta-branch embedding.
+* masks and maps from :class:`box2seg.modeling.targets.ImageTargets`.
+
+Ignore pixels are excluded from every sum (m counts only non-ignore pixels); sums over classes run over the
+classes present in the image; a class with zero box area is skipped; an image without boxes gives a finite
+background-only loss. Masked reductions use ``torch.where`` (not multiplication by a mask) so that
+whatever the network puts on padding never reaches the loss or its gradient, and empty reductions give a
+0 that is still attached to the graph (no unused-parameter surprises).
+
+The affinity loss compares all ordered pairs of a pixel *sample* (default 1024 per image: half within
+``band_width`` px of a GrabCut class boundary inside boxes, half uniform over non-ignore pixels), so its
+memory is bounded by max(N^2, C x N, D x N) plus single (H, W) planes used to draw the sample, whatever
+the image size.
+"""
+from typing import Dict, Iterable, List, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .targets import ImageTargets
+
+__all__ = [
+    "grabcut_loss",
+    "foreground_loss",
+    "filling_rate_loss",
+    "background_loss",
+    "boundary_band",
+    "sample_affinity_pixels",
+    "affinity_loss",
+    "affinity_pretrain_loss",
+    "gather_present",
+    "Box2SegLoss",
+    "LOSS_TERMS",
+    "AFFINITY_DETACH",
+]
+
+LOSS_TERMS = ("gc", "fg", "bg", "fr", "aff")
+AFFINITY_DETACH = ("none", "segmentation", "embedding")
+
+
+def _masked_sum(x: torch.Tensor, mask: torch.Tensor, dims) -> torch.Tensor:
+    return torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device)).sum(dims)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 1-4: pixel losses
+# ----------------------------------------------------------------------------------------------------
+def grabcut_loss(log_probs: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """L_GC = -(1/m) sum_i log y(i, M(i)) over the m non-ignore pixels (0 when m = 0).
+
+    log_probs (C, H, W); labels (H, W) int64 GrabCut map M; valid (H, W) bool."""
+    idx = torch.where(valid, labels.long(), 0)
+    lp = log_probs.gather(0, idx.unsqueeze(0)).squeeze(0)
+    m = valid.sum()
+    return -_masked_sum(lp, valid, (0, 1)) / m.clamp(min=1)
+
+
+def foreground_loss(
+    log_probs: torch.Tensor, alpha: torch.Tensor, box_masks: torch.Tensor, classes: torch.Tensor
+) -> torch.Tensor:
+    """L_fg = - sum_c (1 / sum_i B(i,c)) sum_i alpha(i,c) B(i,c) log y(i,c), over the K present classes.
+
+    log_probs (C, H, W); alpha (K, H, W); box_masks (K, H, W) bool; classes (K,) ids 0..L-1."""
+    lp = log_probs.index_select(0, classes.long() + 1)
+    num = _masked_sum(alpha * lp, box_masks, (1, 2))
+    area = box_masks.sum((1, 2))
+    per_class = torch.where(area > 0, num / area.clamp(min=1), torch.zeros_like(num))
+    return -per_class.sum()
+
+
+def filling_rate_loss(
+    alpha: torch.Tensor, box_masks: torch.Tensor, filling_rates: torch.Tensor, gamma: float = 0.8
+) -> torch.Tensor:
+    """L_fr = sum_c max(0, gamma * eta_c - eta'_c), eta'_c = sum_i alpha(i,c) B(i,c) / sum_i B(i,c).
+
+    Keeps the attention from collapsing to 0 under L_fg. alpha (K, H, W); box_masks (K, H, W) bool;
+    filling_rates (K,) eta_c from the targets."""
+    area = box_masks.sum((1, 2))
+    eta_att = _masked_sum(alpha, box_masks, (1, 2)) / area.clamp(min=1)
+    hinge = F.relu(gamma * filling_rates.to(alpha.dtype) - eta_att)
+    return torch.where(area > 0, hinge, torch.zeros_like(hinge)).sum()
+
+
+def background_loss(
+    log_probs: torch.Tensor, sure_background: torch.Tensor, unlabelled: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """L_bg = -(1 / sum_i B(i,0)) sum_i B(i,0) log y(i,0) (0 when no sure-background pixel).
+
+    With non-exhaustive box labels (Open Images) ``unlabelled`` is the set U of class ids 0..L-1 that
+    might be present without a box, and log y(i,0) becomes log(y(i,0) + sum_{c in U} y(i,c)) (a logsumexp
+    over channels {0} and U + 1): a sure-background pixel is only told "not one of the labelled classes".
+    log_probs (C, H, W); sure_background (H, W) bool; unlabelled None or (|U|,) int64."""
+    if unlabelled is None or unlabelled.numel() == 0:
+        lp0 = log_probs[0]
+    else:
+        u = unlabelled.to(log_probs.device).long().reshape(-1)
+        if int(u.min()) < 0 or int(u.max()) >= log_probs.shape[0] - 1:
+            raise ValueError(f"background_loss: unlabelled class ids outside 0..{log_probs.shape[0] - 2}")
+        channels = torch.unique(torch.cat([u.new_zeros(1), u + 1]))
+        lp0 = torch.logsumexp(log_probs.index_select(0, channels), dim=0)
+    n = sure_background.sum()
+    return -_masked_sum(lp0, sure_background, (0, 1)) / n.clamp(min=1)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 5: affinity loss on a pixel sample
+# ----------------------------------------------------------------------------------------------------
+def boundary_band(labels: torch.Tensor, valid: torch.Tensor, width: int = 8) -> torch.Tensor:
+    """(H, W) bool: pixels whose (2 width + 1)^2 window holds two different non-ignore labels of M, i.e.
+    pixels within ``width`` px (Chebyshev) of a class boundary. Separable max/min pooling on the device;
+    ignore pixels and the image border never create a boundary."""
+    if width <= 0:
+        return torch.zeros_like(valid)
+    k = 2 * width + 1
+    x = labels.to(torch.float32)[None, None]
+    v = valid[None, None]
+    inf = torch.tensor(float("inf"), device=x.device)
+    hi = torch.where(v, x, -inf)  # max over valid labels
+    lo = torch.where(v, -x, -inf)  # -(min over valid labels)
+
+    def pool(t):
+        t = F.max_pool2d(t, (1, k), stride=1, padding=(0, width))
+        return F.max_pool2d(t, (k, 1), stride=1, padding=(width, 0))
+
+    return (pool(hi) > -pool(lo))[0, 0]
+
+
+def sample_affinity_pixels(
+    labels: torch.Tensor,
+    valid: torch.Tensor,
+    inside_boxes: torch.Tensor,
+    num_samples: int = 1024,
+    boundary_fraction: float = 0.5,
+    band_width: int = 8,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    """Flat pixel indices (into H * W) of the affinity sample, without repetition.
+
+    ``round(num_samples * boundary_fraction)`` pixels are drawn uniformly from the boundary band of M
+    (:func:`boundary_band`) inside boxes; if the band holds fewer, all of it is taken. The rest is drawn
+    uniformly from the other non-ignore pixels. An image with at most ``num_samples`` non-ignore pixels
+    returns all of them. Deterministic given ``generator`` (its device draws the random keys, which then
+    move to ``labels``' device); None uses the global RNG of ``labels``' device.
+
+    labels (H, W) int GrabCut map; valid, inside_boxes (H, W) bool. Returns (n,) int64, n <= num_samples.
+    """
+    device = labels.device
+    flat_valid = valid.reshape(-1)
+    n_valid = int(flat_valid.sum())
+    if n_valid <= num_samples:
+        return flat_valid.nonzero().squeeze(1)
+    gen_device = generator.device if generator is not None else device
+
+    def keys(candidates: torch.Tensor) -> torch.Tensor:
+        r = torch.rand(candidates.numel(), generator=generator, device=gen_device).to(device)
+        return torch.where(candidates, r, torch.full((), -1.0, device=device))
+
+    band = (boundary_band(labels, valid, band_width) & inside_boxes & valid).reshape(-1)
+    n_band = min(int(round(num_samples * boundary_fraction)), int(band.sum()))
+    band_idx = keys(band).topk(n_band).indices if n_band > 0 else band.new_zeros(0, dtype=torch.long)
+    rest = flat_valid.clone()
+    rest[band_idx] = False
+    uni_idx = keys(rest).topk(num_samples - n_band).indices
+    return torch.cat([band_idx, uni_idx])
+
+
+def _gather_pixels(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """(C, H, W) -> (C, n) at flat pixel indices, without a (C, H * W) copy of a non-contiguous view."""
+    w = x.shape[-1]
+    index = index.to(x.device)
+    return x[:, index // w, index % w]
+
+
+def _pairwise_mse(a: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """mean over ordered pairs i != j of (a_ij - t_ij)^2; 0 with fewer than two pixels."""
+    n = a.shape[0]
+    off = ~torch.eye(n, dtype=torch.bool, device=a.device)
+    return _masked_sum((a - t).pow(2), off, (0, 1)) / max(n * (n - 1), 1)
+
+
+def _cosine(embeddings: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    e = F.normalize(_gather_pixels(embeddings, index), dim=0, eps=1e-12)
+    return e.t() @ e
+
+
+def affinity_loss(
+    embeddings: torch.Tensor, log_probs: torch.Tensor, index: torch.Tensor, detach: str = "none"
+) -> torch.Tensor:
+    """L_A = mean_{i != j} (A(i,j) - y_i . y_j)^2 over the sampled pixels; A = cosine similarity of the
+    embeddings, y_i . y_j = probability that pixels i and j share a label.
+
+    embeddings (D, H, W); log_probs (C, H, W); index (n,) flat pixel indices from
+    :func:`sample_affinity_pixels`. ``detach``: "none" trains both branches, "segmentation" stops the
+    gradient into y (only the embedding learns), "embedding" stops it into A (only y learns)."""
+    if detach not in AFFINITY_DETACH:
+        raise ValueError(f"affinity_loss: detach must be one of {AFFINITY_DETACH}, got {detach!r}")
+    a = _cosine(embeddings, index)
+    y = _gather_pixels(log_probs, index).exp()
+    if detach == "segmentation":
+        y = y.detach()
+    elif detach == "embedding":
+        a = a.detach()
+    return _pairwise_mse(a, y.t() @ y)
+
+
+def affinity_pretrain_loss(embeddings: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """L_A_pre = mean_{i != j} (A(i,j) - [M(i) = M(j)])^2 over the sampled (non-ignore) pixels: embedding
+    pre-training on the GrabCut map. embeddings (D, H, W); labels (H, W); index (n,)."""
+    a = _cosine(embeddings, index)
+    m = labels.reshape(-1)[index.to(labels.device)].to(a.device)
+    return _pairwise_mse(a, (m[:, None] == m[None, :]).to(a.dtype))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Combination
+# ----------------------------------------------------------------------------------------------------
+def gather_present(alpha: torch.Tensor, targets: Sequence[ImageTargets]) -> List[torch.Tensor]:
+    """Per image the (K_b, H, W) attention channels of its present classes from an (Bsz, L, H, W) map."""
+    if alpha.dim() != 4 or alpha.shape[0] != len(targets):
+        raise ValueError(f"gather_present: alpha must be (Bsz={len(targets)}, L, H, W), got {tuple(alpha.shape)}")
+    return [alpha[b].index_select(0, t.classes.to(alpha.device)) for b, t in enumerate(targets)]
+
+
+class Box2SegLoss(nn.Module):
+    """L = w_GC L_GC + w_fg L_fg + w_bg L_bg + w_fr L_fr + w_A L_A, each term averaged over the batch.
+
+    ``forward`` returns a detectron2-style dict with one weighted scalar per enabled term
+    ({"loss_gc", "loss_fg", "loss_bg", "loss_fr", "loss_aff"}); ``pretrain`` returns {"loss_aff_pre"}.
+    ``terms`` lists the enabled terms (ablations switch terms off here, not by zero weights, so that a
+    disabled branch is never evaluated).
+    """
+
+    def __init__(
+        self,
+        *,
+        terms: Iterable[str] = LOSS_TERMS,
+        w_gc: float = 1.0,
+        w_fg: float = 1.0,
+        w_bg: float = 1.0,
+        w_fr: float = 1.0,
+        w_aff: float = 1.0,
+        w_aff_pre: float = 1.0,
+        gamma: float = 0.8,
+        aff_num_samples: int = 1024,
+        aff_boundary_fraction: float = 0.5,
+        aff_band_width: int = 8,
+        aff_detach: str = "none",
+    ):
+        super().__init__()
+        terms = tuple(terms)
+        unknown = [t for t in terms if t not in LOSS_TERMS]
+        if unknown:
+            raise ValueError(f"Box2SegLoss: unknown loss terms {unknown}; known: {LOSS_TERMS}")
+        if aff_detach not in AFFINITY_DETACH:
+            raise ValueError(f"Box2SegLoss: aff_detach must be one of {AFFINITY_DETACH}, got {aff_detach!r}")
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"Box2SegLoss: gamma must lie in [0, 1], got {gamma}")
+        if aff_num_samples < 2:
+            raise ValueError(f"Box2SegLoss: aff_num_samples must be >= 2, got {aff_num_samples}")
+        self.terms = tuple(t for t in LOSS_TERMS if t in terms)
+        self.weights = {"gc": w_gc, "fg": w_fg, "bg": w_bg, "fr": w_fr, "aff": w_aff, "aff_pre": w_aff_pre}
+        self.gamma = float(gamma)
+        self.aff_num_samples = int(aff_num_samples)
+        self.aff_boundary_fraction = float(aff_boundary_fraction)
+        self.aff_band_width = int(aff_band_width)
+        self.aff_detach = aff_detach
+
+    @property
+    def needs_alpha(self) -> bool:
+        return "fg" in self.terms or "fr" in self.terms
+
+    @property
+    def needs_embeddings(self) -> bool:
+        return "aff" in self.terms
+
+    def sample(self, t: ImageTargets, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        return sample_affinity_pixels(
+            t.labels, t.valid, t.inside_boxes, self.aff_num_samples, self.aff_boundary_fraction,
+            self.aff_band_width, generator,
+        )
+
+    @staticmethod
+    def _check(name: str, x: torch.Tensor, b: int, t: ImageTargets, channels: Optional[int] = None):
+        if x.dim() != 3 or tuple(x.shape[-2:]) != t.image_size or (channels is not None and x.shape[0] != channels):
+            want = ("C" if channels is None else str(channels)) + f", {t.image_size[0]}, {t.image_size[1]}"
+            raise ValueError(f"Box2SegLoss: {name} of image {b} has shape {tuple(x.shape)}, expected ({want})")
+
+    def forward(
+        self,
+        log_probs: Union[torch.Tensor, Sequence[torch.Tensor]],
+        targets: Sequence[ImageTargets],
+        alpha: Union[None, torch.Tensor, Sequence[torch.Tensor]] = None,
+        embeddings: Union[None, torch.Tensor, Sequence[torch.Tensor]] = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> Dict[str, torch.Tensor]:
+        """Args:
+            log_probs: (Bsz, L+1, H, W) or per image (L+1, H_b, W_b) fp32 log-softmax of the y-branch.
+            targets: from :func:`box2seg.modeling.targets.build_targets`, same spatial sizes.
+            alpha: needed for "fg"/"fr": (Bsz, L, H, W) sigmoid attention of all classes, or per image
+                the gathered (K_b, H_b, W_b) channels of ``targets[b].classes``.
+            embeddings: needed for "aff": (Bsz, D, H, W) or per image (D, H_b, W_b).
+            generator: optional torch.Generator for the affinity sample.
+        """
+        bsz = len(targets)
+        if bsz == 0:
+            raise ValueError("Box2SegLoss: empty batch")
+        if len(log_probs) != bsz:
+            raise ValueError(f"Box2SegLoss: {len(log_probs)} log_probs for {bsz} targets")
+        if self.needs_alpha:
+            if alpha is None:
+                raise ValueError(f"Box2SegLoss: terms {self.terms} need alpha")
+            if isinstance(alpha, torch.Tensor) and alpha.dim() == 4:
+                alpha = gather_present(alpha, targets)
+            if len(alpha) != bsz:
+                raise ValueError(f"Box2SegLoss: {len(alpha)} alpha maps for {bsz} targets")
+        if self.needs_embeddings:
+            if embeddings is None:
+                raise ValueError("Box2SegLoss: the affinity term needs embeddings")
+            if len(embeddings) != bsz:
+                raise ValueError(f"Box2SegLoss: {len(embeddings)} embedding maps for {bsz} targets")
+
+        sums: Dict[str, torch.Tensor] = {}
+
+        def add(name, value):
+            sums[name] = sums[name] + value if name in sums else value
+
+        for b, t in enumerate(targets):
+            lp = log_probs[b]
+            self._check("log_probs", lp, b, t)
+            if "gc" in self.terms:
+                add("gc", grabcut_loss(lp, t.labels, t.valid))
+            if "bg" in self.terms:
+                add("bg", background_loss(lp, t.sure_background, t.unlabelled))
+            if self.needs_alpha:
+                a = alpha[b]
+                self._check("alpha", a, b, t, channels=t.classes.numel())
+                if "fg" in self.terms:
+                    add("fg", foreground_loss(lp, a, t.box_masks, t.classes))
+                if "fr" in self.terms:
+                    add("fr", filling_rate_loss(a, t.box_masks, t.filling_rates, self.gamma))
+            if "aff" in self.terms:
+                e = embeddings[b]
+                self._check("embeddings", e, b, t)
+                add("aff", affinity_loss(e, lp, self.sample(t, generator), self.aff_detach))
+        return {f"loss_{k}": self.weights[k] * sums[k] / bsz for k in self.terms}
+
+    def pretrain(
+        self,
+        embeddings: Union[torch.Tensor, Sequence[torch.Tensor]],
+        targets: Sequence[ImageTargets],
+        generator: Optional[torch.Generator] = None,
+    ) -> Dict[str, torch.Tensor]:
+        """Embedding pre-training on the GrabCut maps: {"loss_aff_pre": w_aff_pre * mean_b L_A_pre}."""
+        bsz = len(targets)
+        if bsz == 0 or len(embeddings) != bsz:
+            raise ValueError(f"Box2SegLoss.pretrain: {len(embeddings)} embedding maps for {bsz} targets")
+        total = 0.0
+        for b, t in enumerate(targets):
+            self._check("embeddings", embeddings[b], b, t)
+            total = total + affinity_pretrain_loss(embeddings[b], t.labels, self.sample(t, generator))
+        return {"loss_aff_pre": self.weights["aff_pre"] * total / bsz}
