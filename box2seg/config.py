@@ -2,6 +2,9 @@
 touching no global state, as detectron2's projects do (PointRend, Panoptic-DeepLab)."""
 from detectron2.config import CfgNode as CN
 
+from .modeling.backbone.efficientnet_lite import add_efficientnet_config
+from .modeling.decoders.registry import add_box2seg_decoder_config
+
 
 def add_box2seg_config(cfg):
     _C = cfg
@@ -25,6 +28,9 @@ def add_box2seg_config(cfg):
     # Training computes missing GrabCut labels itself (rank 0, behind a barrier) instead of failing.
     _C.BOX2SEG.GRABCUT.PREPARE_IF_MISSING = True
 
+    # Fine-tuning with pixel labels: the mapper also returns the true semantic map ("sem_seg").
+    _C.BOX2SEG.USE_TRUE_MASKS = False
+
     # Training-time augmentation of image, boxes and GrabCut map together (Box2SegDatasetMapper).
     # "ResizeShortestEdge" uses INPUT.MIN_SIZE_TRAIN / MAX_SIZE_TRAIN; "ResizeScale" scales the image to
     # RESIZE_SCALE x TARGET_SIZE (the UPerNet recipe). Then INPUT.CROP (absolute) and a horizontal flip.
@@ -35,7 +41,7 @@ def add_box2seg_config(cfg):
     _C.INPUT.MIN_BOX_AREA_KEPT = 0.1
 
     # The model (box2seg.modeling.meta_arch.Box2Seg). NUM_CLASSES and IGNORE_VALUE live in
-    # MODEL.SEM_SEG_HEAD as for detectron2's semantic segmentors (NUM_CLASSES = L, foreground only).
+    # MODEL.SEM_SEG_HEAD as for detectron2's semantic segmentors: NUM_CLASSES = L + 1 (background too).
     _C.MODEL.BOX2SEG = CN()
     _C.MODEL.BOX2SEG.SIZE_DIVISIBILITY = 32
     # The first PRETRAIN_ITERS iterations train only encoder + embedding decoder with L_A_pre.
@@ -59,4 +65,9 @@ def add_box2seg_config(cfg):
     _C.MODEL.BOX2SEG.TEST.FLIP = False
     _C.MODEL.BOX2SEG.TEST.SCALES = [1.0]
     _C.MODEL.BOX2SEG.TEST.BOX_MASKS = True  # box-conditioned masks when the input carries boxes
+
+    # Decoders (MODEL.UPERNET, MODEL.BOX2SEG.DECODER_MODE / heads / EMBEDDING_DIM) and the
+    # EfficientNet-Lite0 backbone (MODEL.EFFICIENTNET): their nodes live next to the components.
+    add_box2seg_decoder_config(_C)
+    add_efficientnet_config(_C)
     return cfg

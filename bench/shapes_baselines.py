@@ -1,0 +1,157 @@
+"""Box-only baselines on box2seg_shapes: filled box, filled ellipse and GrabCut, against the true masks.
+
+These are the numbers a model trained from the boxes must beat (the demo's target is the best of them + 2
+points). All three are painted the same way as the GrabCut cache (``grabcut.paint_instance_map``: descending
+box area, so the smaller box wins overlaps) and turned into class maps with ``instance_map_to_labels``.
+
+Metrics:
+- semantic mIoU over background + the 6 classes, from one confusion matrix accumulated over the split,
+  against the painted ground truth ``sem_seg_file_name`` (ignore pixels excluded);
+- per-instance IoU: mean over all boxes of IoU(pixels the instance map gives box k, the true mask of k).
+
+GrabCut runs through ``box2seg.data.grabcut_job.prepare_dataset`` (the real cached job, same settings as
+training's defaults), so its wall time is the time ``box2seg prepare-grabcut`` takes.
+
+    .venv/bin/python bench/shapes_baselines.py [--split val] [--workers 2] [--force] [--write-results]
+"""
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import box2seg  # noqa: F401  (compat fixes before any detectron2 import)
+import cv2
+import numpy as np
+import pycocotools.mask as mask_util
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from box2seg.data import grabcut
+from box2seg.data.datasets import shapes
+from box2seg.data.grabcut_job import prepare_dataset
+
+METHODS = ("filled box", "filled ellipse", "GrabCut")
+
+
+def _true_masks(record):
+    h, w = record["height"], record["width"]
+    out = []
+    for ann in record["annotations"]:
+        rle = dict(ann["segmentation"])
+        if isinstance(rle["counts"], str):
+            rle["counts"] = rle["counts"].encode()
+        out.append(mask_util.decode(rle).astype(bool) if ann.get("segmentation") else np.zeros((h, w), bool))
+    return out
+
+
+def _shape_instance_map(record, shape):
+    """Instance map of filled boxes (``shape="box"``) or inscribed ellipses, painted like GrabCut's."""
+    h, w = record["height"], record["width"]
+    boxes, _, crowd = grabcut.record_boxes(record)
+    masks, extents, areas, indices, crowd_extents = [], [], [], [], []
+    for i, box in enumerate(boxes):
+        extent = grabcut.box_pixel_extent(box, h, w)
+        if crowd[i]:
+            crowd_extents.append(extent)
+            continue
+        bh, bw = extent[3] - extent[1], extent[2] - extent[0]
+        masks.append(np.ones((bh, bw), bool) if shape == "box" else grabcut.ellipse_mask(bh, bw))
+        extents.append(extent)
+        areas.append((box[2] - box[0]) * (box[3] - box[1]))
+        indices.append(i)
+    return grabcut.paint_instance_map(h, w, masks, extents, areas, indices, crowd_extents)
+
+
+def evaluate(dicts, instance_maps, num_classes, ignore_label):
+    """(mIoU, per-class IoU (L+1,), mean per-instance IoU, number of instances)."""
+    n = num_classes + 1
+    conf = np.zeros((n, n), np.int64)
+    inst_ious = []
+    for record, inst in zip(dicts, instance_maps):
+        _, classes, _ = grabcut.record_boxes(record)
+        pred = grabcut.instance_map_to_labels(inst, classes, ignore_label).astype(np.int64)
+        truth = cv2.imread(record["sem_seg_file_name"], cv2.IMREAD_UNCHANGED).astype(np.int64)
+        valid = truth != ignore_label
+        pred = np.where(pred == ignore_label, 0, pred)  # no crowd boxes here; be safe anyway
+        conf += np.bincount(truth[valid] * n + pred[valid], minlength=n * n).reshape(n, n)
+        for k, mask in enumerate(_true_masks(record)):
+            mine = inst == k + 1
+            union = (mine | mask).sum()
+            inst_ious.append((mine & mask).sum() / union if union else 1.0)
+    tp = np.diag(conf).astype(np.float64)
+    iou = tp / np.maximum(conf.sum(0) + conf.sum(1) - tp, 1)
+    return float(iou.mean()), iou, float(np.mean(inst_ious)), len(inst_ious)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--split", default="val", choices=sorted(shapes.PARAMS["splits"]))
+    parser.add_argument("--workers", type=int, default=2, help="GrabCut worker processes")
+    parser.add_argument("--force", action="store_true", help="recompute cached GrabCut maps (honest timing)")
+    parser.add_argument("--write-results", action="store_true", help="append the table to bench/RESULTS.md")
+    args = parser.parse_args(argv)
+
+    name = f"box2seg_shapes_{args.split}"
+    meta = MetadataCatalog.get(name)
+    t0 = time.perf_counter()
+    dicts = DatasetCatalog.get(name)
+    load_s = time.perf_counter() - t0
+    settings = grabcut.GrabCutSettings()
+    job = prepare_dataset(name, dicts, settings, workers=args.workers, force=args.force)
+    grabcut.attach_grabcut_files(name, dicts, settings)
+
+    maps = {
+        "filled box": [_shape_instance_map(r, "box") for r in dicts],
+        "filled ellipse": [_shape_instance_map(r, "ellipse") for r in dicts],
+        "GrabCut": [grabcut.load_instance_map(r) for r in dicts],
+    }
+    results = {m: evaluate(dicts, maps[m], len(meta.thing_classes), meta.ignore_label) for m in METHODS}
+
+    classes = list(meta.stuff_classes)
+    lines = [
+        "",
+        f"## box2seg_shapes baselines ({name})",
+        "",
+        f"`.venv/bin/python bench/shapes_baselines.py --split {args.split} --workers {args.workers}"
+        f"{' --force' if args.force else ''}` on {platform.machine()} with {os.cpu_count()} CPU cores "
+        f"(shared), {time.strftime('%Y-%m-%d')}.",
+        "",
+        f"Dataset: generator params hash `{shapes.params_hash()}` (frozen), {len(dicts)} images of "
+        f"{shapes.PARAMS['image_size'][1]}x{shapes.PARAMS['image_size'][0]} px, "
+        f"{results['GrabCut'][3]} objects, classes {', '.join(meta.thing_classes)}; loading / generating took "
+        f"{load_s:.1f} s. GrabCut settings: defaults ({settings}); {job['computed']} maps computed, "
+        f"{job['reused']} reused, {job['fallbacks']} ellipse fallbacks, {job['seconds']:.1f} s wall with "
+        f"{args.workers} workers.",
+        "",
+        "Semantic mIoU over background + classes (one confusion matrix over the split, against the painted "
+        "true masks); instances painted in descending box area so the smaller box wins overlaps. Per-instance "
+        "IoU: mean over boxes of IoU(pixels the painted map gives the box, its true mask).",
+        "",
+        "| method | mIoU | per-instance IoU | " + " | ".join(classes) + " |",
+        "|---|---|---|" + "---|" * len(classes),
+    ]
+    for m in METHODS:
+        miou, iou, inst, _ = results[m]
+        lines.append(f"| {m} | {100 * miou:.1f} | {100 * inst:.1f} | "
+                     + " | ".join(f"{100 * v:.1f}" for v in iou) + " |")
+    best = max(METHODS, key=lambda m: results[m][0])
+    lines += ["", f"Best box-only baseline: {best}, {100 * results[best][0]:.1f} mIoU; a model trained on "
+              f"box2seg_shapes_train should reach at least {100 * results[best][0] + 2:.1f}.", ""]
+    text = "\n".join(lines)
+    print(text)
+    if args.write_results:
+        path = Path(__file__).resolve().parent / "RESULTS.md"
+        # One append of the whole section (O_APPEND): concurrent writers of other sections lose nothing.
+        try:
+            with open(path, "x") as f:
+                f.write("# Benchmark results\n" + text)
+        except FileExistsError:
+            with open(path, "a") as f:
+                f.write(text)
+        print(f"appended to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
