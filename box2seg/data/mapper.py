@@ -15,6 +15,7 @@ from ``instances``, so memory does not grow with the number of classes (Open Ima
 """
 import copy
 import logging
+import os
 
 import cv2
 import numpy as np
@@ -25,6 +26,8 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import Boxes, BoxMode, Instances
 from fvcore.transforms.transform import PadTransform
+
+from .semseg_gt import read_label_map
 
 __all__ = ["Box2SegDatasetMapper", "PadToSize", "build_box2seg_augmentations", "apply_segmentation"]
 
@@ -92,10 +95,13 @@ def _label_dtype(ignore_label):
 
 
 def _read_label_png(path, ignore_label, what, file_name):
-    # cv2 keeps 16-bit PNGs 16-bit (uint16 maps when the class count needs them).
-    labels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if labels is None:
-        raise FileNotFoundError(f"{what} {path} (for image {file_name}) is missing or not a readable PNG")
+    # PIL (read_label_map): palette PNGs give class indices, 16-bit PNGs stay 16-bit.
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{what} {path} (for image {file_name}) is missing")
+    try:
+        labels = read_label_map(path)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{what} {path} (for image {file_name}) is not a readable label PNG: {e}") from e
     if labels.ndim != 2:
         raise ValueError(f"{what} {path} (for image {file_name}) must be a single-channel PNG, got {labels.shape}")
     return labels.astype(_label_dtype(ignore_label), copy=False)

@@ -1,0 +1,207 @@
+"""Box2Seg meta-architecture: one encoder, three decoders (y, alpha, beta), trained from boxes.
+
+Training has two phases decided by the iteration counter alone (so ``--resume`` is exact): the first
+``PRETRAIN_ITERS`` iterations train only the encoder and embedding decoder with L_A_pre on the GrabCut
+maps; then all losses train jointly. Inference runs the y branch only and returns
+``[{"sem_seg": (L+1, H, W) probabilities}]`` for SemSegEvaluator, plus ``"box_masks"`` (one mask per input
+annotation, box-conditioned) when the input carries its boxes.
+"""
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.data import MetadataCatalog
+from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
+from detectron2.modeling.postprocessing import sem_seg_postprocess
+from detectron2.structures import ImageList
+from detectron2.utils.events import get_event_storage
+from torch import nn
+
+from .box_conditioned import box_conditioned_masks
+from .decoders import build_box2seg_decoders
+from .losses import Box2SegLoss
+from .targets import build_targets, unlabelled_classes
+
+__all__ = ["Box2Seg"]
+
+
+def _current_iteration():
+    try:
+        return get_event_storage().iter
+    except AssertionError:  # outside a trainer: no event storage
+        return None
+
+
+@META_ARCH_REGISTRY.register()
+class Box2Seg(nn.Module):
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone,
+        decoders,
+        loss,
+        num_classes,  # L foreground classes
+        ignore_label,
+        pixel_mean,
+        pixel_std,
+        size_divisibility=32,
+        pretrain_iters=0,
+        labels_exhaustive=True,
+        test_flip=False,
+        test_scales=(1.0,),
+        box_masks_at_test=True,
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.decoders = decoders
+        self.loss = loss
+        self.num_classes = num_classes
+        self.ignore_label = ignore_label
+        self.size_divisibility = max(size_divisibility, backbone.size_divisibility)
+        self.pretrain_iters = pretrain_iters
+        self.labels_exhaustive = labels_exhaustive
+        self.test_flip = test_flip
+        self.test_scales = tuple(test_scales)
+        self.box_masks_at_test = box_masks_at_test
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+
+    @classmethod
+    def from_config(cls, cfg):
+        backbone = build_backbone(cfg)
+        b = cfg.MODEL.BOX2SEG
+        loss = Box2SegLoss(
+            terms=b.LOSS.TERMS,
+            w_gc=b.LOSS.GC_WEIGHT,
+            w_fg=b.LOSS.FG_WEIGHT,
+            w_bg=b.LOSS.BG_WEIGHT,
+            w_fr=b.LOSS.FR_WEIGHT,
+            w_aff=b.LOSS.AFFINITY_WEIGHT,
+            w_aff_pre=b.LOSS.AFFINITY_PRETRAIN_WEIGHT,
+            gamma=b.LOSS.GAMMA,
+            aff_num_samples=b.AFFINITY.NUM_SAMPLES,
+            aff_boundary_fraction=b.AFFINITY.BOUNDARY_FRACTION,
+            aff_band_width=b.AFFINITY.BOUNDARY_WIDTH,
+            aff_detach=b.AFFINITY.DETACH,
+        )
+        exhaustive = all(
+            MetadataCatalog.get(name).get("box_labels_exhaustive", True) for name in cfg.DATASETS.TRAIN
+        )
+        return {
+            "backbone": backbone,
+            "decoders": build_box2seg_decoders(cfg, backbone.output_shape()),
+            "loss": loss,
+            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES - 1,  # L: the head counts background too
+            "ignore_label": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "size_divisibility": cfg.MODEL.BOX2SEG.SIZE_DIVISIBILITY,
+            "pretrain_iters": b.PRETRAIN_ITERS,
+            "labels_exhaustive": exhaustive,
+            "test_flip": b.TEST.FLIP,
+            "test_scales": b.TEST.SCALES,
+            "box_masks_at_test": b.TEST.BOX_MASKS,
+        }
+
+    @property
+    def device(self):
+        return self.pixel_mean.device
+
+    def in_pretraining(self):
+        iteration = _current_iteration()
+        return iteration is not None and iteration < self.pretrain_iters
+
+    def _images(self, batched_inputs):
+        images = [(x["image"].to(self.device).float() - self.pixel_mean) / self.pixel_std for x in batched_inputs]
+        return ImageList.from_tensors(images, self.size_divisibility)
+
+    def forward(self, batched_inputs):
+        images = self._images(batched_inputs)
+        if not self.training:
+            return self.inference(batched_inputs, images)
+        labels = ImageList.from_tensors(
+            [x["grabcut_labels"].to(self.device) for x in batched_inputs], self.size_divisibility, self.ignore_label
+        ).tensor
+        instances = [x["instances"].to(self.device) for x in batched_inputs]
+        unlabelled = None
+        if not self.labels_exhaustive:
+            unlabelled = [
+                unlabelled_classes(
+                    self.num_classes, x.get("verified_classes", ()), inst.gt_classes, device=self.device
+                )
+                for inst, x in zip(instances, batched_inputs)
+            ]
+        targets = build_targets(
+            [i.gt_boxes for i in instances],
+            [i.gt_classes for i in instances],
+            [i.gt_is_crowd if i.has("gt_is_crowd") else None for i in instances],
+            labels,
+            self.num_classes,
+            self.ignore_label,
+            unlabelled,
+        )
+        size = labels.shape[-2:]
+        features = self.backbone(images.tensor)
+        if self.in_pretraining():
+            embeddings = self._upsample(self.decoders.forward_beta(features), size)
+            return self.loss.pretrain(embeddings, targets)
+
+        branches = ("y",) + ("alpha",) * self.loss.needs_alpha + ("beta",) * self.loss.needs_embeddings
+        out = self.decoders.forward_branches(features, branches)  # disabled terms' branches never run
+        y, alpha, beta = out["y"], out.get("alpha"), out.get("beta")
+        log_probs = F.log_softmax(self._upsample(y, size).float(), dim=1)
+        if alpha is not None:
+            # Only the present classes' channels go to full resolution (Open Images has 601).
+            alpha = [
+                torch.sigmoid(self._upsample(alpha[b : b + 1, t.classes], size)[0].float())
+                for b, t in enumerate(targets)
+            ]
+        if beta is not None:
+            beta = self._upsample(beta, size).float()
+        return self.loss(log_probs, targets, alpha=alpha, embeddings=beta)
+
+    @staticmethod
+    def _upsample(x, size):
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+    def _class_probs(self, images):
+        """Softmax of the y branch at the padded input size, averaged over the test scales and flips."""
+        size = images.tensor.shape[-2:]
+        total, count = 0.0, 0
+        for scale in self.test_scales:
+            x = images.tensor
+            if scale != 1.0:
+                x = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+            h, w = x.shape[-2:]
+            x = F.pad(x, (0, (-w) % self.size_divisibility, 0, (-h) % self.size_divisibility))
+            for flip in (False, True) if self.test_flip else (False,):
+                xi = x.flip(-1) if flip else x
+                logits = self._upsample(self.decoders.forward_y(self.backbone(xi)), xi.shape[-2:])
+                logits = (logits.flip(-1) if flip else logits)[..., :h, :w]
+                total = total + F.softmax(self._upsample(logits, size).float(), dim=1)
+                count += 1
+        return total / count
+
+    def inference(self, batched_inputs, images):
+        probs = self._class_probs(images)
+        results = []
+        for b, (x, image_size) in enumerate(zip(batched_inputs, images.image_sizes)):
+            height = x.get("height", image_size[0])
+            width = x.get("width", image_size[1])
+            sem_seg = sem_seg_postprocess(probs[b], image_size, height, width)
+            result = {"sem_seg": sem_seg}
+            if self.box_masks_at_test and "instances" in x:
+                result["box_masks"] = self._box_masks(sem_seg, x["instances"], image_size, height, width)
+            results.append(result)
+        return results
+
+    def _box_masks(self, sem_seg, instances, image_size, height, width):
+        """One mask per input box in the output frame; crowd boxes get empty masks."""
+        boxes = instances.gt_boxes.tensor.to(self.device).clone()
+        boxes[:, 0::2] *= width / image_size[1]
+        boxes[:, 1::2] *= height / image_size[0]
+        classes = instances.gt_classes.to(self.device)
+        keep = ~instances.gt_is_crowd.to(self.device) if instances.has("gt_is_crowd") else torch.ones_like(classes, dtype=torch.bool)
+        masks = torch.zeros((len(boxes), height, width), dtype=torch.bool, device=self.device)
+        masks[keep] = box_conditioned_masks(sem_seg, boxes[keep], classes[keep])
+        return masks
