@@ -23,7 +23,7 @@ test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
 
 demo: setup
-	$(PY) -m box2seg.cli demo --output demo_output
+	$(PY) projects/Box2Seg/demo.py --output demo_output
 
 clean-venv:
 	rm -rf $(VENV)

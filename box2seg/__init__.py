@@ -8,3 +8,7 @@ from . import compat
 compat.apply()
 
 __version__ = "0.1.0"
+
+from . import modeling  # noqa: E402,F401  (registers the meta-architecture, backbones and heads)
+from .data.datasets import builtin  # noqa: E402,F401  (registers the built-in datasets)
+from .data.datasets import shapes  # noqa: E402,F401  (the embedded default: box2seg_shapes_*)

@@ -72,7 +72,20 @@ def _pkg_resources():
 
 
 class _MissingCppOps(types.ModuleType):
-    """Stands in for ``detectron2._C`` when detectron2 was installed without its C++ ops."""
+    """Stands in for ``detectron2._C`` when detectron2 was installed without its C++ ops. The build
+    descriptors that ``collect_env_info`` (``default_setup``) reads say so; any op raises a clear error."""
+
+    @staticmethod
+    def get_compiler_version():
+        return "none: detectron2 installed without its C++ ops (box2seg)"
+
+    @staticmethod
+    def get_cuda_version():
+        return "none: detectron2 installed without its C++ ops (box2seg)"
+
+    @staticmethod
+    def has_cuda():
+        return False
 
     def __getattr__(self, name):
         if name.startswith("__"):

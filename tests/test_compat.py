@@ -54,6 +54,7 @@ def test_missing_cpp_op_error_is_clear():
         pytest.skip("detectron2 built with its C++ ops")
     with pytest.raises(RuntimeError, match="without its C\\+\\+ ops"):
         C.nms_rotated  # noqa: B018
+    assert "without its C++ ops" in C.get_compiler_version()
 
 
 def test_semantic_segmentor_trains_one_step_on_cpu():
