@@ -11,6 +11,7 @@ where BN statistics are noisy, and the PPM's 1x1 bin has a single value per chan
 train-mode BN cannot normalise at batch size 1. GN does not depend on the batch; "BN"/"SyncBN" remain
 available for large-batch multi-GPU runs.
 """
+import math
 from typing import Dict, Optional, Sequence
 
 import torch
@@ -38,14 +39,22 @@ DECODER_MODES = ("faithful", "shared")
 SHARED_FEATURE = "upernet"
 
 
-def _conv_norm_act(in_channels, out_channels, kernel_size, norm):
+def _pooled_norm(norm, channels):
+    """Norm for the PPM's pooled maps. The 1x1 bin has one value per channel per image, so GN needs at
+    least two channels per group there (GN(32, 32) cannot normalise it); other norms are unchanged."""
+    if norm == "GN":
+        return nn.GroupNorm(math.gcd(32, max(channels // 2, 1)), channels)
+    return get_norm(norm, channels)
+
+
+def _conv_norm_act(in_channels, out_channels, kernel_size, norm, pooled=False):
     conv = Conv2d(
         in_channels,
         out_channels,
         kernel_size=kernel_size,
         padding=kernel_size // 2,
         bias=not norm,
-        norm=get_norm(norm, out_channels),
+        norm=_pooled_norm(norm, out_channels) if pooled else get_norm(norm, out_channels),
         activation=nn.ReLU(inplace=True),
     )
     weight_init.c2_msra_fill(conv)
@@ -88,7 +97,7 @@ class UPerNetTrunk(nn.Module):
         top_channels = input_shape[in_features[-1]].channels
         self.pool_scales = tuple(int(s) for s in pool_scales)
         self.ppm = nn.ModuleList(
-            nn.Sequential(nn.AdaptiveAvgPool2d(s), _conv_norm_act(top_channels, channels, 1, norm))
+            nn.Sequential(nn.AdaptiveAvgPool2d(s), _conv_norm_act(top_channels, channels, 1, norm, pooled=True))
             for s in self.pool_scales
         )
         self.ppm_bottleneck = _conv_norm_act(top_channels + len(self.pool_scales) * channels, channels, 3, norm)
