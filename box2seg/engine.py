@@ -104,7 +104,30 @@ def build_evaluator(cfg, dataset_name):
 
 
 def build_lr_scheduler(cfg, optimizer):
-    """detectron2's schedulers plus DeepLab's WarmupPolyLR (the UPerNet recipe's poly decay)."""
+    """detectron2's schedulers plus the UPerNet recipe's poly decay (DeepLab's WarmupPolyLR)."""
     from detectron2.projects.deeplab import build_lr_scheduler as deeplab_lr_scheduler
+    from detectron2.projects.deeplab.lr_scheduler import WarmupPolyLR
 
-    return deeplab_lr_scheduler(cfg, optimizer)
+    scheduler = deeplab_lr_scheduler(cfg, optimizer)
+    if isinstance(scheduler, WarmupPolyLR):
+        scheduler.__class__ = ConfigPolyLR
+    return scheduler
+
+
+def _config_poly_lr():
+    from detectron2.projects.deeplab.lr_scheduler import WarmupPolyLR
+
+    class ConfigPolyLR(WarmupPolyLR):
+        """WarmupPolyLR whose checkpoint holds only its progress: the schedule's shape (MAX_ITER, warmup,
+        power) comes from the config, so ``--resume`` with a larger SOLVER.MAX_ITER extends the run
+        instead of restoring the old length."""
+
+        _FROM_CONFIG = ("max_iters", "warmup_factor", "warmup_iters", "warmup_method", "power", "constant_ending")
+
+        def state_dict(self):
+            return {k: v for k, v in super().state_dict().items() if k not in self._FROM_CONFIG}
+
+    return ConfigPolyLR
+
+
+ConfigPolyLR = _config_poly_lr()

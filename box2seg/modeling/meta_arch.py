@@ -152,13 +152,16 @@ class Box2Seg(nn.Module):
         log_probs = F.log_softmax(self._upsample(y, size).float(), dim=1)
         if alpha is not None:
             # Only the present classes' channels go to full resolution (Open Images has 601).
-            alpha = [
-                torch.sigmoid(self._upsample(alpha[b : b + 1, t.classes], size)[0].float())
-                for b, t in enumerate(targets)
-            ]
+            alpha = [self._present_attention(alpha[b], t.classes, size) for b, t in enumerate(targets)]
         if beta is not None:
             beta = self._upsample(beta, size).float()
         return self.loss(log_probs, targets, alpha=alpha, embeddings=beta)
+
+    def _present_attention(self, alpha_logits, classes, size):
+        """sigmoid(alpha) of the image's present classes at input resolution: (K, H, W); K may be 0."""
+        if classes.numel() == 0:
+            return alpha_logits.new_zeros((0, *size), dtype=torch.float32)
+        return torch.sigmoid(self._upsample(alpha_logits[None, classes], size)[0].float())
 
     @staticmethod
     def _upsample(x, size):
