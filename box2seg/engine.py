@@ -10,6 +10,8 @@ from detectron2.data import (
     build_detection_train_loader,
 )
 from detectron2.evaluation import DatasetEvaluators, SemSegEvaluator
+from detectron2.projects.deeplab.lr_scheduler import WarmupPolyLR
+from detectron2.solver import build_lr_scheduler as build_d2_lr_scheduler
 from detectron2.utils import comm
 
 from .config import add_box2seg_config
@@ -103,31 +105,27 @@ def build_evaluator(cfg, dataset_name):
     return DatasetEvaluators(evaluators)
 
 
+class ConfigPolyLR(WarmupPolyLR):
+    """DeepLab's WarmupPolyLR whose checkpoint holds only its progress: the schedule's shape (MAX_ITER,
+    warmup, power) comes from the config, so ``--resume`` with a larger SOLVER.MAX_ITER extends the run
+    instead of restoring the old length."""
+
+    _FROM_CONFIG = ("max_iters", "warmup_factor", "warmup_iters", "warmup_method", "power", "constant_ending")
+
+    def state_dict(self):
+        return {k: v for k, v in super().state_dict().items() if k not in self._FROM_CONFIG}
+
+
 def build_lr_scheduler(cfg, optimizer):
-    """detectron2's schedulers plus the UPerNet recipe's poly decay (DeepLab's WarmupPolyLR)."""
-    from detectron2.projects.deeplab import build_lr_scheduler as deeplab_lr_scheduler
-    from detectron2.projects.deeplab.lr_scheduler import WarmupPolyLR
-
-    scheduler = deeplab_lr_scheduler(cfg, optimizer)
-    if isinstance(scheduler, WarmupPolyLR):
-        scheduler.__class__ = ConfigPolyLR
-    return scheduler
-
-
-def _config_poly_lr():
-    from detectron2.projects.deeplab.lr_scheduler import WarmupPolyLR
-
-    class ConfigPolyLR(WarmupPolyLR):
-        """WarmupPolyLR whose checkpoint holds only its progress: the schedule's shape (MAX_ITER, warmup,
-        power) comes from the config, so ``--resume`` with a larger SOLVER.MAX_ITER extends the run
-        instead of restoring the old length."""
-
-        _FROM_CONFIG = ("max_iters", "warmup_factor", "warmup_iters", "warmup_method", "power", "constant_ending")
-
-        def state_dict(self):
-            return {k: v for k, v in super().state_dict().items() if k not in self._FROM_CONFIG}
-
-    return ConfigPolyLR
-
-
-ConfigPolyLR = _config_poly_lr()
+    """detectron2's schedulers plus the UPerNet recipe's poly decay ("WarmupPolyLR")."""
+    if cfg.SOLVER.LR_SCHEDULER_NAME != "WarmupPolyLR":
+        return build_d2_lr_scheduler(cfg, optimizer)
+    return ConfigPolyLR(
+        optimizer,
+        cfg.SOLVER.MAX_ITER,
+        warmup_factor=cfg.SOLVER.WARMUP_FACTOR,
+        warmup_iters=cfg.SOLVER.WARMUP_ITERS,
+        warmup_method=cfg.SOLVER.WARMUP_METHOD,
+        power=cfg.SOLVER.POLY_LR_POWER,
+        constant_ending=cfg.SOLVER.POLY_LR_CONSTANT_ENDING,
+    )
