@@ -18,7 +18,6 @@ import os
 import sys
 import time
 
-import cv2
 import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -33,6 +32,7 @@ from box2seg import engine  # noqa: E402
 from box2seg.data.grabcut import GrabCutSettings, attach_grabcut_files, load_instance_map  # noqa: E402
 from box2seg.evaluation.mask_scoring import MaskScorer, filled_box_masks, filled_ellipse_masks  # noqa: E402
 from box2seg.modeling.box_conditioned import boxes_inside  # noqa: E402
+from box2seg.visualize import write_overlay  # noqa: E402
 
 logger = logging.getLogger("box2seg.demo")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -111,31 +111,6 @@ def score_model(cfg, model, dataset_name, records, overlay_dir=None, num_overlay
                               out["box_masks"].numpy(), meta)
                 written += 1
     return {"Box2Seg image-only": image_only.summary(), "Box2Seg box-conditioned": conditioned.summary()}
-
-
-def _palette(n):
-    rng = np.random.default_rng(3)
-    colours = rng.integers(60, 255, (n + 1, 3), dtype=np.uint8)
-    colours[0] = 0
-    return colours
-
-
-def write_overlay(path, record, labels, box_masks, meta):
-    """Three panels: the image with its boxes | the image-only prediction | the box-conditioned masks."""
-    image = cv2.imread(record["file_name"])
-    colours = _palette(len(meta.thing_classes))
-    boxed = image.copy()
-    for ann in record["annotations"]:
-        x0, y0, x1, y1 = (int(round(v)) for v in ann["bbox"])
-        colour = tuple(int(c) for c in colours[ann["category_id"] + 1])
-        cv2.rectangle(boxed, (x0, y0), (x1 - 1, y1 - 1), colour, 1)
-    pred = (0.5 * image + 0.5 * colours[labels]).astype(np.uint8)
-    cond_labels = np.zeros_like(labels)
-    for ann, mask in zip(record["annotations"], box_masks):
-        cond_labels[mask] = ann["category_id"] + 1
-    cond = (0.5 * image + 0.5 * colours[cond_labels]).astype(np.uint8)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    cv2.imwrite(path, np.concatenate([boxed, pred, cond], axis=1))
 
 
 def format_table(results, seeds):

@@ -1,0 +1,253 @@
+"""Inference on plain images: ``Box2SegPredictor`` and the ``box2seg predict`` subcommand.
+
+``Box2SegPredictor`` is detectron2's ``DefaultPredictor`` for Box2Seg: a config in, a BGR image (or a path)
+per call, probabilities and labels out at the image's own resolution. Given the image's boxes and their
+classes it also returns the box-conditioned masks (one per box), the masks the pseudo-mask export hands to
+Mask R-CNN; ``attention()`` gives the alpha branch's per-class maps sigmoid(alpha).
+
+    box2seg predict --config-file CFG --input photos/ 'more/*.jpg' one.png --output pred/ \\
+        --opts MODEL.WEIGHTS output/model_final.pth
+
+writes ``pred/labels/NAME.png`` (semantic labels: 0 background, class + 1; uint16 beyond 254 classes) and
+``pred/overlays/NAME.png`` (the image tinted by the prediction) for every input image.
+"""
+import argparse
+import glob
+import hashlib
+import logging
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["Box2SegPredictor", "setup_predict_cfg", "expand_inputs", "output_names", "add_arguments", "main"]
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def setup_predict_cfg(config_file, opts=()):
+    """A frozen Box2Seg config for inference; falls back to the CPU (with a warning) without a GPU."""
+    from .engine import get_box2seg_cfg, register_config_datasets
+
+    cfg = get_box2seg_cfg()
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts or []))
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        logger.warning(f"MODEL.DEVICE={cfg.MODEL.DEVICE} but no GPU is available: running on the CPU")
+        cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    register_config_datasets(cfg)  # class names of the config's own COCO datasets
+    return cfg
+
+
+def _class_names(cfg, num_classes):
+    """thing_classes of the first registered dataset of the config with the model's class count."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    registered = set(DatasetCatalog.list())
+    for name in list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN):
+        if name not in registered:
+            continue
+        try:
+            names = MetadataCatalog.get(name).get("thing_classes", None)
+        except Exception as e:  # a lazily read annotation file that is gone: names are cosmetic here
+            logger.warning(f"cannot read the class names of dataset {name!r}: {e}")
+            continue
+        if names is not None and len(names) == num_classes:
+            return list(names)
+    return [f"class {i}" for i in range(num_classes)]
+
+
+class Box2SegPredictor:
+    """Box2Seg inference on one image at a time, like detectron2's ``DefaultPredictor``.
+
+    Loads ``cfg.MODEL.WEIGHTS``, resizes with INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST, converts the BGR input
+    to INPUT.FORMAT and returns everything at the input's resolution. Attributes: ``model``,
+    ``num_classes`` (L, background not counted), ``thing_classes``.
+    """
+
+    def __init__(self, cfg):
+        from detectron2.checkpoint import DetectionCheckpointer
+        from detectron2.data import transforms as T
+        from detectron2.modeling import build_model
+
+        self.cfg = cfg.clone()
+        self.model = build_model(self.cfg)
+        if not (hasattr(self.model, "decoders") and hasattr(self.model, "backbone")):
+            raise TypeError(f"MODEL.META_ARCHITECTURE={cfg.MODEL.META_ARCHITECTURE!r} is not a Box2Seg model")
+        self.model.eval()
+        if cfg.MODEL.WEIGHTS:
+            DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+        else:
+            logger.warning("MODEL.WEIGHTS is empty: predicting with an untrained, randomly initialised model")
+        self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
+        self.input_format = cfg.INPUT.FORMAT
+        if self.input_format not in ("RGB", "BGR"):
+            raise ValueError(f"INPUT.FORMAT={self.input_format!r}: Box2SegPredictor takes 'RGB' or 'BGR'")
+        self.num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES - 1
+        self.thing_classes = _class_names(cfg, self.num_classes)
+
+    @staticmethod
+    def read(image):
+        """A BGR uint8 (H, W, 3) array from a path (EXIF orientation applied) or an array (gray -> BGR)."""
+        if isinstance(image, (str, os.PathLike)):
+            from detectron2.data.detection_utils import read_image
+
+            path = os.fspath(image)
+            try:
+                return read_image(path, format="BGR")
+            except Exception as e:  # PIL raises several types; name the file whatever went wrong
+                raise OSError(f"cannot read image {path}: {e}") from e
+        image = np.asarray(image)
+        if image.ndim == 2:
+            image = np.repeat(image[:, :, None], 3, axis=2)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected a BGR uint8 image of shape (H, W, 3), got {image.dtype} {image.shape}")
+        return image
+
+    def _inputs(self, image_bgr):
+        image = image_bgr[:, :, ::-1] if self.input_format == "RGB" else image_bgr
+        height, width = image.shape[:2]
+        resized = self.resize.get_transform(image).apply_image(image)
+        tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)))
+        return {"image": tensor, "height": height, "width": width}
+
+    def _check_boxes(self, boxes, classes):
+        if classes is None:
+            raise ValueError("boxes need their classes: pass classes=(N,) contiguous class ids")
+        boxes = torch.as_tensor(np.asarray(boxes, dtype=np.float32)).reshape(-1, 4)
+        classes = torch.as_tensor(np.asarray(classes, dtype=np.int64)).reshape(-1)
+        if len(boxes) != len(classes):
+            raise ValueError(f"{len(boxes)} boxes but {len(classes)} classes")
+        bad = (classes < 0) | (classes >= self.num_classes)
+        if bad.any():
+            k = int(bad.nonzero()[0, 0])
+            raise ValueError(f"box {k} {boxes[k].tolist()}: class {int(classes[k])} is outside "
+                             f"0..{self.num_classes - 1}")
+        return boxes, classes
+
+    @torch.no_grad()
+    def __call__(self, image, boxes=None, classes=None):
+        """Predict one image.
+
+        Args:
+            image: BGR uint8 (H, W, 3) array, or an image path.
+            boxes, classes: optional (N, 4) xyxy boxes in the image's pixels and their (N,) contiguous
+                class ids; then the result has "box_masks".
+        Returns:
+            {"sem_seg": (L+1, H, W) float probabilities (channel 0 background), "labels": (H, W) long
+            argmax, and "box_masks": (N, H, W) bool when boxes are given}, CPU tensors.
+        """
+        from .modeling.box_conditioned import box_conditioned_masks
+
+        image = self.read(image)
+        probs = self.model([self._inputs(image)])[0]["sem_seg"].float().cpu()
+        result = {"sem_seg": probs, "labels": probs.argmax(dim=0)}
+        if boxes is not None:
+            boxes, classes = self._check_boxes(boxes, classes)
+            result["box_masks"] = box_conditioned_masks(probs, boxes, classes)
+        return result
+
+    @torch.no_grad()
+    def attention(self, image, classes=None):
+        """sigmoid(alpha) at the image's resolution: (K, H, W) for the given contiguous ``classes``
+        (all L when None). Only the requested channels are upsampled (Open Images has 601)."""
+        image = self.read(image)
+        height, width = image.shape[:2]
+        model = self.model
+        inputs = self._inputs(image)
+        x = (inputs["image"].to(model.device).float() - model.pixel_mean) / model.pixel_std
+        h, w = x.shape[-2:]
+        x = F.pad(x, (0, (-w) % model.size_divisibility, 0, (-h) % model.size_divisibility))
+        alpha = model.decoders.forward_alpha(model.backbone(x[None]))  # (1, L, H'/4, W'/4) logits
+        if classes is not None:
+            classes = torch.as_tensor(np.asarray(classes, dtype=np.int64)).reshape(-1).to(alpha.device)
+            alpha = alpha[:, classes]
+        alpha = F.interpolate(alpha.float(), size=x.shape[-2:], mode="bilinear", align_corners=False)[..., :h, :w]
+        alpha = F.interpolate(alpha, size=(height, width), mode="bilinear", align_corners=False)
+        return torch.sigmoid(alpha[0]).cpu()
+
+
+# --------------------------------------------------------------------------------------------------
+# The subcommand
+
+
+def expand_inputs(items):
+    """Image files from files, folders (their images, not recursive) and globs, in order, deduplicated.
+    Anything that names no image raises, naming it."""
+    paths = []
+    for item in items:
+        if os.path.isdir(item):
+            found = sorted(os.path.join(item, f) for f in os.listdir(item)
+                           if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(item, f)))
+            what = "folder"
+        elif os.path.isfile(item):
+            found, what = [item], "file"
+        else:
+            found = sorted(p for p in glob.glob(item, recursive=True)
+                           if os.path.isfile(p) and p.lower().endswith(IMAGE_EXTENSIONS))
+            what = "pattern"
+        if not found and what == "folder":
+            raise FileNotFoundError(f"--input {item!r}: the folder holds no image ({', '.join(IMAGE_EXTENSIONS)})")
+        if not found:
+            raise FileNotFoundError(f"--input {item!r}: no such file or folder, and no image matches it as a pattern")
+        paths.extend(found)
+    seen, unique = set(), []
+    for p in paths:
+        key = os.path.abspath(p)
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def output_names(paths):
+    """File stems for the outputs; a stem shared by several inputs gets a hash of the full path."""
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+    counts = {s: stems.count(s) for s in set(stems)}
+    return [s if counts[s] == 1 else f"{s}-{hashlib.sha1(os.path.abspath(p).encode()).hexdigest()[:8]}"
+            for s, p in zip(stems, paths)]
+
+
+def add_arguments(parser):
+    parser.add_argument("--config-file", required=True, metavar="FILE", help="Box2Seg config of the model")
+    parser.add_argument("--input", required=True, nargs="+", metavar="IMAGES",
+                        help="image files, folders or glob patterns (quote the patterns)")
+    parser.add_argument("--output", required=True, metavar="DIR",
+                        help="writes DIR/labels/NAME.png and DIR/overlays/NAME.png")
+    parser.add_argument("--opacity", type=float, default=0.5, help="of the prediction in the overlays")
+    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
+                        help="config overrides, last on the line, e.g. --opts MODEL.WEIGHTS out/model_final.pth")
+
+
+def main(args):
+    from tqdm import tqdm
+
+    from .visualize import overlay_labels, palette, write_label_png, write_png
+
+    cfg = setup_predict_cfg(args.config_file, args.opts)
+    if not cfg.MODEL.WEIGHTS:
+        raise SystemExit("box2seg predict: MODEL.WEIGHTS is empty; pass the trained model, e.g. "
+                         "--opts MODEL.WEIGHTS output/model_final.pth")
+    paths = expand_inputs(args.input)
+    names = output_names(paths)
+    predictor = Box2SegPredictor(cfg)
+    colours = palette(predictor.num_classes)
+    label_dir, overlay_dir = os.path.join(args.output, "labels"), os.path.join(args.output, "overlays")
+    failed = 0
+    for path, name in zip(tqdm(paths, desc="predict", unit="image"), names):
+        try:
+            image = predictor.read(path)
+        except OSError as e:
+            logger.error(f"{e}; skipped")
+            failed += 1
+            continue
+        labels = predictor(image)["labels"].numpy()
+        write_label_png(os.path.join(label_dir, f"{name}.png"), labels, predictor.num_classes)
+        write_png(os.path.join(overlay_dir, f"{name}.png"), overlay_labels(image, labels, colours, args.opacity))
+    logger.info(f"predicted {len(paths) - failed} image(s) into {args.output}"
+                + (f"; {failed} could not be read" if failed else ""))
+    return 1 if failed else 0
