@@ -14,6 +14,8 @@ import box2seg  # noqa: F401  (compat fixes before any detectron2 import)
 # name -> (module, one-line help)
 COMMANDS = {
     "prepare-grabcut": ("box2seg.data.grabcut_job", "precompute GrabCut pseudo-labels for a dataset (parallel, cached, resumable)"),
+    "export": ("box2seg.export", "export one pseudo-mask per box (COCO JSON, RLE) and semantic label PNGs from a trained model (resumable, shardable)"),
+    "score": ("box2seg.evaluation.score", "score a pseudo-mask COCO file against ground-truth masks of the same boxes (instance IoU, semantic mIoU)"),
     "predict": ("box2seg.predict", "segment images with a trained Box2Seg model: semantic label PNGs and overlays"),
     "visualize": ("box2seg.visualize", "one PNG grid per dataset image: boxes, pseudo-masks, prediction, attention maps"),
     "train-maskrcnn": ("box2seg.maskrcnn", "train detectron2's Mask R-CNN on pseudo-masks; segm/bbox AP on true masks"),

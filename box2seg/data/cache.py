@@ -56,6 +56,9 @@ def atomic_path(path):
     os.close(fd)
     try:
         yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; cached files are as shareable as any other
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
