@@ -12,13 +12,18 @@ Usage: python tools/install_detectron2.py [--sdist-dir DIR]
 """
 import argparse
 import glob
+import hashlib
+import json
 import os
 import subprocess
 import sys
 import tarfile
 import tempfile
+import urllib.request
 
 SDIST = "pb1-detectron2==0.6"
+SDIST_FILES = ("pb1-detectron2-0.6.tar.gz", "pb1_detectron2-0.6.tar.gz")
+SIMPLE_INDEX = "https://pypi.org/simple/pb1-detectron2/"
 
 # detectron2 v0.6's install_requires, without black==21.4b2 (a formatter pin that breaks modern stacks).
 RUNTIME_REQUIRES = [
@@ -68,14 +73,38 @@ def pip(*args):
     subprocess.check_call(cmd)
 
 
+def download_from_index(dest, index=SIMPLE_INDEX):
+    """Fetch the sdist through the package index's JSON API (PEP 691), checking its sha256.
+
+    ``pip download`` prepares the sdist's metadata, and recent pips refuse it there: its ``all`` extra
+    names panopticapi by direct URL, which PyPI distributions may not declare."""
+    request = urllib.request.Request(index, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        files = json.load(response)["files"]
+    (entry,) = [f for f in files if f["filename"] in SDIST_FILES]
+    target = os.path.join(dest, entry["filename"])
+    with urllib.request.urlopen(entry["url"], timeout=300) as response:
+        data = response.read()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != entry["hashes"]["sha256"]:
+        raise RuntimeError(f"{entry['url']}: sha256 {digest} does not match the index's {entry['hashes']['sha256']}")
+    with open(target + ".part", "wb") as f:
+        f.write(data)
+    os.replace(target + ".part", target)
+    return target
+
+
 def fetch_sdist(dest):
-    existing = glob.glob(os.path.join(dest, "pb1-detectron2-0.6.tar.gz")) + glob.glob(
-        os.path.join(dest, "pb1_detectron2-0.6.tar.gz")
-    )
-    if not existing:
-        # --no-build-isolation: the sdist's setup.py imports torch to read its metadata.
-        pip("download", "--no-deps", "--no-build-isolation", "--no-binary", ":all:", SDIST, "-d", dest)
-        existing = glob.glob(os.path.join(dest, "pb1*detectron2-0.6.tar.gz"))
+    existing = [os.path.join(dest, name) for name in SDIST_FILES if os.path.exists(os.path.join(dest, name))]
+    if existing:
+        return existing[0]
+    try:
+        return download_from_index(dest)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        print(f"install_detectron2: index download failed ({e}); trying pip download", flush=True)
+    # --no-build-isolation: the sdist's setup.py imports torch to read its metadata.
+    pip("download", "--no-deps", "--no-build-isolation", "--no-binary", ":all:", SDIST, "-d", dest)
+    existing = glob.glob(os.path.join(dest, "pb1*detectron2-0.6.tar.gz"))
     if not existing:
         sys.exit(f"install_detectron2: pip did not leave the {SDIST} sdist in {dest}")
     return existing[0]

@@ -69,7 +69,7 @@ def main(argv=None):
     parser.add_argument("--output", default="demo_output")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--margin", type=float, default=2.0, help="points Box2Seg must win by (semantic mIoU)")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides KEY VALUE ... (last)")
     args = parser.parse_args(argv)
     setup_logger(name="box2seg")
     setup_logger(name="detectron2", abbrev_name="d2")
