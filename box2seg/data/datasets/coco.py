@@ -198,14 +198,9 @@ def load_coco_boxes(json_file, image_root, dataset_name=None, report=None, paint
             record["annotations"].append(ann)
 
     dataset_dicts = [r for r in records.values() if r is not None]
-    empty = [r["image_id"] for r in dataset_dicts if not r["annotations"]]
-    if empty:
-        report.note("images without boxes (background-only loss)", f"image id {empty[0]!r}", count=len(empty))
-    report.num_images = len(dataset_dicts)
-    report.num_boxes = sum(len(r["annotations"]) for r in dataset_dicts)
     has_masks = any("segmentation" in a for r in dataset_dicts for a in r["annotations"])
     meta = semantic_metadata(cat_names, id_map, has_masks)
-    report.log()
+    report.finish(dataset_dicts)
     if dataset_name is not None:
         update_metadata(dataset_name, meta)
     if has_masks and paint_semseg:

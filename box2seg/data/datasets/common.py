@@ -98,6 +98,15 @@ class LoadReport:
         """Log the summary once: a warning when something was skipped, else info."""
         (logger.warning if self.skipped else logger.info)(self.summary())
 
+    def finish(self, dataset_dicts):
+        """Count the loaded images and boxes, note the images kept without boxes, log the summary."""
+        empty = [r["image_id"] for r in dataset_dicts if not r["annotations"]]
+        if empty:
+            self.note("images without boxes (background-only loss)", f"image id {empty[0]!r}", count=len(empty))
+        self.num_images = len(dataset_dicts)
+        self.num_boxes = sum(len(r["annotations"]) for r in dataset_dicts)
+        self.log()
+
 
 # Skip reasons of validate_boxes, by status code (0 = kept unchanged, 1 = kept after clipping).
 BOX_OK, BOX_CLIPPED, BOX_NONFINITE, BOX_DEGENERATE, BOX_OUTSIDE = range(5)

@@ -244,12 +244,7 @@ def load_openimages_boxes(boxes_csv, class_descriptions_csv, image_root, image_l
         for record in dataset_dicts:
             classes = verified.get(record["image_id"], set()) | {a["category_id"] for a in record["annotations"]}
             record["verified_classes"] = sorted(classes)
-    empty = [r["image_id"] for r in dataset_dicts if not r["annotations"]]
-    if empty:
-        report.note("images without boxes (background-only loss)", f"image {empty[0]}", count=len(empty))
-    report.num_images = len(dataset_dicts)
-    report.num_boxes = sum(len(r["annotations"]) for r in dataset_dicts)
-    report.log()
+    report.finish(dataset_dicts)
     if dataset_name is not None:
         update_metadata(dataset_name, _class_metadata(mids, display))
     return dataset_dicts

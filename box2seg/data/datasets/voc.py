@@ -198,12 +198,7 @@ def load_voc_boxes(voc_root, split, dataset_name=None, sbd_root=None, report=Non
         logger.info(f"'{name}': semantic GT found for {len(sem_seg)} of {len(dataset_dicts)} images only; "
                     f"not attached (evaluation needs all of them)")
 
-    empty = [r["image_id"] for r in dataset_dicts if not r["annotations"]]
-    if empty:
-        report.note("images without boxes (background-only loss)", f"image {empty[0]}", count=len(empty))
-    report.num_images = len(dataset_dicts)
-    report.num_boxes = sum(len(r["annotations"]) for r in dataset_dicts)
-    report.log()
+    report.finish(dataset_dicts)
     if dataset_name is not None:
         update_metadata(dataset_name, {"has_masks": has_masks, "evaluator_type": "sem_seg" if has_masks else "box2seg_boxes"})
     return dataset_dicts
