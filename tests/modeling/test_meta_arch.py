@@ -1,0 +1,102 @@
+"""Box2Seg inference: output contract, flip / multi-scale test-time augmentation, box-conditioned masks,
+and the phase switch between embedding pre-training and joint training."""
+import os
+import sys
+
+import box2seg  # noqa: F401
+import pytest
+import torch
+from detectron2.modeling import build_model
+from detectron2.utils.events import EventStorage
+
+from box2seg.engine import get_box2seg_cfg
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from test_configs import tiny_batch  # noqa: E402
+
+TINY = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                    "configs", "tests", "box2seg_tiny.yaml")
+
+
+def _model(**overrides):
+    cfg = get_box2seg_cfg()
+    cfg.merge_from_file(TINY)
+    for key, value in overrides.items():
+        cfg.merge_from_list([key, value])
+    torch.manual_seed(0)
+    return build_model(cfg).eval(), cfg
+
+
+def _plain_probs(model, image):
+    x = ((image.float() - model.pixel_mean) / model.pixel_std)[None]
+    logits = model.decoders.forward_y(model.backbone(x))
+    return torch.softmax(torch.nn.functional.interpolate(logits, size=x.shape[-2:], mode="bilinear"), 1)[0]
+
+
+def test_flip_tta_averages_the_flipped_pass():
+    model, cfg = _model(**{"MODEL.BOX2SEG.TEST.FLIP": True})
+    (x,) = tiny_batch(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)[:1]
+    with torch.no_grad():
+        out = model([x])[0]["sem_seg"]
+        expected = (_plain_probs(model, x["image"]) + _plain_probs(model, x["image"].flip(-1)).flip(-1)) / 2
+    assert torch.allclose(out, expected, atol=1e-5)
+
+
+def test_multi_scale_outputs_probabilities_at_input_size():
+    model, cfg = _model(**{"MODEL.BOX2SEG.TEST.FLIP": True, "MODEL.BOX2SEG.TEST.SCALES": [0.75, 1.0, 1.5]})
+    (x,) = tiny_batch(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)[:1]
+    with torch.no_grad():
+        out = model([x])[0]["sem_seg"]
+        single = _plain_probs(model, x["image"])
+    assert out.shape == (cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, 64, 64)
+    assert torch.allclose(out.sum(0), torch.ones(64, 64), atol=1e-5)
+    assert not torch.allclose(out, single, atol=1e-4)  # the other scales contributed
+
+
+def test_output_resized_to_record_size_and_box_masks_inside_boxes():
+    model, cfg = _model()
+    (x,) = tiny_batch(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)[:1]
+    x = dict(x, height=128, width=96)  # the mapper resized a 128x96 original to 64x64
+    with torch.no_grad():
+        out = model([x])[0]
+    assert out["sem_seg"].shape[-2:] == (128, 96)
+    masks = out["box_masks"]
+    assert masks.shape == (2, 128, 96)
+    scaled = x["instances"].gt_boxes.tensor * torch.tensor([96 / 64, 128 / 64, 96 / 64, 128 / 64])
+    for mask, (x0, y0, x1, y1) in zip(masks, scaled.tolist()):
+        ys, xs = mask.nonzero(as_tuple=True)
+        if len(ys):
+            assert xs.min() + 0.5 >= x0 and xs.max() + 0.5 <= x1 and ys.min() + 0.5 >= y0 and ys.max() + 0.5 <= y1
+
+
+def test_iteration_decides_pretraining_phase():
+    model, cfg = _model(**{"MODEL.BOX2SEG.PRETRAIN_ITERS": 2})
+    model.train()
+    batch = tiny_batch(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)
+    with EventStorage(start_iter=1):
+        assert set(model(batch)) == {"loss_aff_pre"}
+    with EventStorage(start_iter=2):
+        assert set(model(batch)) == {"loss_gc", "loss_fg", "loss_bg", "loss_fr", "loss_aff"}
+
+
+def test_disabled_terms_skip_their_branches():
+    model, cfg = _model(**{"MODEL.BOX2SEG.LOSS.TERMS": ["gc", "bg"]})
+    model.train()
+    losses = model(tiny_batch(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES))
+    assert set(losses) == {"loss_gc", "loss_bg"}
+    sum(losses.values()).backward()
+    assert all(p.grad is None for p in model.decoders.alpha_head.parameters())
+    assert all(p.grad is None for p in model.decoders.beta_head.parameters())
+
+
+@pytest.mark.parametrize("classes", [[], [0]])
+def test_images_without_boxes_train(classes):
+    model, cfg = _model()
+    model.train()
+    batch = tiny_batch(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)
+    keep = torch.tensor([c in classes for c in batch[0]["instances"].gt_classes.tolist()])
+    batch[0]["instances"] = batch[0]["instances"][keep]
+    losses = model(batch)
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
