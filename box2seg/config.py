@@ -52,7 +52,12 @@ def add_box2seg_config(cfg):
     _C.MODEL.BOX2SEG.LOSS.GC_WEIGHT = 1.0
     _C.MODEL.BOX2SEG.LOSS.FG_WEIGHT = 1.0
     _C.MODEL.BOX2SEG.LOSS.BG_WEIGHT = 1.0
-    _C.MODEL.BOX2SEG.LOSS.FR_WEIGHT = 1.0
+    # Not 1 (choice): per pixel, L_fg pulls alpha down with -log y(i,c) and the active hinge pushes it up
+    # with FR_WEIGHT (both over sum_i B(i,c)). At initialisation -log y = log(L+1) > 1, so with weight 1
+    # every alpha falls into sigmoid saturation within ~50 iterations and never recovers (seen on
+    # box2seg_shapes: loss_fg 2e-5 by iteration 80). Above log(L+1) the hinge holds the constraint; 5
+    # covers VOC (log 21 = 3.0) and COCO (log 81 = 4.4); use ~8 for Open Images (log 602 = 6.4).
+    _C.MODEL.BOX2SEG.LOSS.FR_WEIGHT = 5.0
     _C.MODEL.BOX2SEG.LOSS.AFFINITY_WEIGHT = 1.0
     _C.MODEL.BOX2SEG.LOSS.AFFINITY_PRETRAIN_WEIGHT = 1.0
     _C.MODEL.BOX2SEG.LOSS.GAMMA = 0.8  # filling-rate hinge: attention must cover gamma * eta_c
