@@ -1,0 +1,457 @@
+"""Offline GrabCut pseudo-labels: one "instance map" per image, cached as a 16-bit PNG.
+
+Why an instance map and not a class map: the map stores, per pixel, *which annotation* claims it
+(``k`` = index ``k - 1`` into ``record["annotations"]``), so the mapper can derive the class map ``M`` for any
+class subset (boxes dropped by a crop, relabelled datasets) with one LUT, and the export can fall back to a
+single box's GrabCut mask. Values: 0 = no box claims the pixel (background), ``k >= 1`` = GrabCut foreground
+of annotation ``k - 1``, 65535 (``IGNORE_INDEX``) = inside a crowd box's rectangle and outside every normal
+box's rectangle. Stored at the image's original resolution.
+
+Per box (:func:`grabcut_box`): ``cv2.grabCut`` with rectangle initialisation on a crop of the box plus a
+background margin (``margin`` x box side, at least ``min_margin`` px, clipped to the image), optionally
+downscaled so the crop's longer side is at most ``max_side`` (the mask is resized back, nearest). The box's
+pixels are those it touches: ``floor(x0) <= x < ceil(x1)`` (as the rectangle GrabCut is given). GrabCut's
+GMM initialisation runs k-means on OpenCV's RNG, so the RNG is re-seeded before every box with
+``seed + a stable value of (image id, annotation index)``: the result does not depend on worker count,
+processing order or resume. A degenerate box (side < 4 px), a failed run or an empty result (< 5% of the
+box) falls back to the ellipse inscribed in the box; fallbacks are counted. Crowd boxes get no GrabCut.
+
+Painting (:func:`paint_instance_map`): descending box area, so the smaller box wins overlaps (equal areas:
+the later annotation wins). Vectorised: one scatter-max of painting ranks over all foreground pixels.
+
+Cache layout: ``cache_root()/"grabcut"/f"{dataset}-{settings.key()}-{annotations_hash(dicts)}"/`` holding
+``{safe_name(image_id)}.png`` per image and ``summary.json``. Each PNG carries its own per-box statistics
+(class, GrabCut / fallback / crowd, filling rate) in a ``tEXt`` chunk, written in the same atomic rename as
+the pixels, so the summary after a resumed or re-parallelised run is computed from the files themselves and
+is byte-identical to a clean run's.
+"""
+import hashlib
+import json
+import math
+import struct
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .cache import annotations_hash, cache_root, safe_name, stable_hash
+
+__all__ = [
+    "IGNORE_INDEX",
+    "GrabCutSettings",
+    "annotation_seed",
+    "grabcut_box",
+    "ellipse_mask",
+    "box_pixel_extent",
+    "record_boxes",
+    "paint_instance_map",
+    "compute_instance_map",
+    "instance_map_to_labels",
+    "encode_instance_map",
+    "read_png_stats",
+    "grabcut_cache_dir",
+    "grabcut_file_for",
+    "prepare_command",
+    "attach_grabcut_files",
+    "load_instance_map",
+    "summarize_stats",
+]
+
+IGNORE_INDEX = 65535  # instance-map value for crowd regions
+MIN_SIDE = 4  # px: a box narrower than this gets the ellipse fallback
+MIN_FILL = 0.05  # a GrabCut result covering less of its box than this is "empty" -> ellipse fallback
+# Bump when the per-box algorithm or the file format changes: it is part of the cache key.
+ALGORITHM_VERSION = 1
+_STATS_KEY = b"box2seg-grabcut"
+# Per-box kinds in the statistics.
+GRABCUT, FALLBACK, CROWD = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class GrabCutSettings:
+    """What GrabCut's output depends on (besides image and boxes); all of it is part of the cache key."""
+
+    iterations: int = 5
+    margin: float = 0.5  # background margin around the box, relative to the box side
+    min_margin: int = 32  # ... and at least this many pixels
+    max_side: int = 0  # cap on the crop's longer side (0 = no cap)
+    seed: int = 0
+
+    def __post_init__(self):
+        # Normalise types so that MARGIN: 1 and MARGIN: 1.0 give the same key.
+        for name, kind in (("iterations", int), ("margin", float), ("min_margin", int), ("max_side", int),
+                           ("seed", int)):
+            value = getattr(self, name)
+            if kind is int and float(value) != int(value):
+                raise ValueError(f"GrabCutSettings.{name} must be an integer, got {value!r}")
+            object.__setattr__(self, name, kind(value))
+        if self.iterations < 1:
+            raise ValueError(f"GrabCutSettings.iterations must be >= 1, got {self.iterations}")
+        if self.margin < 0 or self.min_margin < 0 or self.seed < 0:
+            raise ValueError(f"GrabCutSettings: margin, min_margin and seed must be >= 0, got {self}")
+        if self.max_side != 0 and self.max_side < 16:
+            raise ValueError(f"GrabCutSettings.max_side must be 0 (no cap) or >= 16, got {self.max_side}")
+
+    @classmethod
+    def from_config(cls, cfg):
+        g = cfg.BOX2SEG.GRABCUT
+        return cls(iterations=g.ITERATIONS, margin=g.MARGIN, min_margin=g.MIN_MARGIN, max_side=g.MAX_SIDE,
+                   seed=g.SEED)
+
+    def key(self):
+        """Short stable hash of the settings and the algorithm version (the cache folder's middle part)."""
+        return stable_hash({"algorithm": ALGORITHM_VERSION, **asdict(self)}, length=8)
+
+    def cli_flags(self):
+        """The ``prepare-grabcut`` flags that reproduce these settings (only those differing from defaults)."""
+        default, flags = GrabCutSettings(), []
+        for name, value in asdict(self).items():
+            if value != getattr(default, name):
+                flags.append(f"--{name.replace('_', '-')} {value:g}" if isinstance(value, float)
+                             else f"--{name.replace('_', '-')} {value}")
+        return " ".join(flags)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Per box
+
+
+def box_pixel_extent(box, height, width):
+    """Integer pixel extent ``(x0, y0, x1, y1)`` (end exclusive) of the pixels an XYXY box touches, clipped."""
+    x0 = min(max(math.floor(box[0]), 0), width)
+    y0 = min(max(math.floor(box[1]), 0), height)
+    x1 = min(max(math.ceil(box[2]), x0), width)
+    y1 = min(max(math.ceil(box[3]), y0), height)
+    return x0, y0, x1, y1
+
+
+def ellipse_mask(h, w):
+    """(h, w) bool: the filled ellipse inscribed in an h x w box (the fallback shape). Never empty for h, w >= 1."""
+    canvas = np.zeros((h, w), np.uint8)
+    if h and w:
+        cv2.ellipse(canvas, (w // 2, h // 2), (w // 2, h // 2), 0, 0, 360, 1, -1)
+    return canvas.astype(bool)
+
+
+def annotation_seed(seed, image_id, index):
+    """The RNG seed of one annotation's GrabCut: stable across processes, runs and worker counts."""
+    digest = hashlib.sha1(f"{image_id}/{index}".encode()).digest()
+    return (seed + int.from_bytes(digest[:4], "little")) % (2**31 - 1)
+
+
+def grabcut_box(image, box, settings, rng_seed, fallback=True):
+    """GrabCut of one XYXY box on a crop with margin.
+
+    Returns ``(mask, extent, fell_back)``: ``mask`` (h, w) bool over the box's pixel ``extent``
+    ``(x0, y0, x1, y1)``, and whether the ellipse fallback was used (degenerate box, GrabCut error, or a
+    result covering < 5% of the box). ``fallback=False`` (benchmarks) returns GrabCut's own result even
+    then (empty for a degenerate box or an error), ``fell_back`` still telling whether it would have fallen back.
+    """
+    height, width = image.shape[:2]
+    x0, y0, x1, y1 = extent = box_pixel_extent(box, height, width)
+    raw = _grabcut_raw(image, box, extent, settings, rng_seed)
+    bw, bh = x1 - x0, y1 - y0
+    if raw is not None and raw.sum() >= MIN_FILL * bw * bh:
+        return raw, extent, False
+    if fallback:
+        return ellipse_mask(bh, bw), extent, True
+    return (raw if raw is not None else np.zeros((bh, bw), bool)), extent, True
+
+
+def _grabcut_raw(image, box, extent, settings, rng_seed):
+    """GrabCut's foreground over the box's extent, or None for a degenerate box or a GrabCut error."""
+    height, width = image.shape[:2]
+    x0, y0, x1, y1 = extent
+    bw, bh = x1 - x0, y1 - y0
+    side_w = min(float(box[2]), width) - max(float(box[0]), 0.0)
+    side_h = min(float(box[3]), height) - max(float(box[1]), 0.0)
+    if side_w < MIN_SIDE or side_h < MIN_SIDE:
+        return None
+
+    mx = max(math.ceil(settings.margin * bw), settings.min_margin)
+    my = max(math.ceil(settings.margin * bh), settings.min_margin)
+    cx0, cy0 = max(x0 - mx, 0), max(y0 - my, 0)
+    cx1, cy1 = min(x1 + mx, width), min(y1 + my, height)
+    crop = image[cy0:cy1, cx0:cx1]
+    ch, cw = crop.shape[:2]
+    rect = [x0 - cx0, y0 - cy0, x1 - cx0, y1 - cy0]  # xyxy in crop coordinates
+    scale = 1.0
+    if settings.max_side and max(ch, cw) > settings.max_side:
+        scale = settings.max_side / max(ch, cw)
+        crop = cv2.resize(crop, (max(round(cw * scale), 1), max(round(ch * scale), 1)), interpolation=cv2.INTER_AREA)
+        sh, sw = crop.shape[:2]
+        rect = [min(math.floor(rect[0] * scale), sw - 1), min(math.floor(rect[1] * scale), sh - 1),
+                min(math.ceil(rect[2] * scale), sw), min(math.ceil(rect[3] * scale), sh)]
+    sh, sw = crop.shape[:2]
+    if (rect[2] - rect[0]) * (rect[3] - rect[1]) >= sh * sw - 16:
+        # The box covers (nearly) the whole crop: GrabCut needs background samples for its GMM.
+        rect = [rect[0] + 1, rect[1] + 1, rect[2] - 1, rect[3] - 1]
+    mask = np.zeros((sh, sw), np.uint8)
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(int(rng_seed))
+    try:
+        cv2.grabCut(np.ascontiguousarray(crop), mask, (rect[0], rect[1], rect[2] - rect[0], rect[3] - rect[1]),
+                    bgd, fgd, settings.iterations, cv2.GC_INIT_WITH_RECT)
+    except cv2.error:
+        return None
+    fg = ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.uint8)
+    if scale != 1.0:
+        fg = cv2.resize(fg, (cw, ch), interpolation=cv2.INTER_NEAREST)
+    return fg[y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0].astype(bool)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Per image
+
+
+def record_boxes(record):
+    """``(boxes (N, 4) float64 XYXY_ABS, classes (N,) int64, crowd (N,) bool)`` of a dataset dict."""
+    anns = record.get("annotations", [])
+    boxes = np.zeros((len(anns), 4), np.float64)
+    for i, ann in enumerate(anns):
+        mode = int(ann.get("bbox_mode", 0))
+        b = [float(v) for v in ann["bbox"]]
+        if mode == 1:  # XYWH_ABS
+            b = [b[0], b[1], b[0] + b[2], b[1] + b[3]]
+        elif mode != 0:
+            raise ValueError(f"{record.get('file_name')}: annotation {i} has bbox_mode {mode}; GrabCut needs "
+                             "absolute boxes (XYXY_ABS, as every box2seg loader produces)")
+        boxes[i] = b
+    classes = np.array([int(a["category_id"]) for a in anns], np.int64)
+    crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], bool)
+    return boxes, classes, crowd
+
+
+def _rect_union(extents, height, width):
+    """(H, W) bool union of integer rectangles, via a 2-D difference array (O(N + HW), no per-box loop)."""
+    diff = np.zeros((height + 1, width + 1), np.int32)
+    if len(extents):
+        e = np.asarray(extents, np.int64).reshape(-1, 4)
+        np.add.at(diff, (e[:, 1], e[:, 0]), 1)
+        np.add.at(diff, (e[:, 1], e[:, 2]), -1)
+        np.add.at(diff, (e[:, 3], e[:, 0]), -1)
+        np.add.at(diff, (e[:, 3], e[:, 2]), 1)
+    return diff.cumsum(0).cumsum(1)[:height, :width] > 0
+
+
+def paint_instance_map(height, width, masks, extents, areas, indices, crowd_extents=()):
+    """Instance map (uint16) from per-box masks.
+
+    ``masks[j]`` is a bool mask over ``extents[j]`` for annotation ``indices[j]`` with box area ``areas[j]``.
+    Boxes are painted in descending area (ties: higher annotation index last) so the smaller box wins; then
+    pixels of ``crowd_extents`` rectangles outside every normal rectangle become ``IGNORE_INDEX``.
+    """
+    if len(indices) + 1 >= IGNORE_INDEX:
+        raise ValueError(f"an image with {len(indices)} boxes does not fit a 16-bit instance map")
+    flat = np.zeros(height * width, np.int64)  # painting rank + 1 of the winning box (0 = none)
+    indices = np.asarray(indices, np.int64)
+    if len(indices):
+        order = np.lexsort((indices, -np.asarray(areas, np.float64)))  # painting order
+        rank = np.empty(len(order), np.int64)
+        rank[order] = np.arange(1, len(order) + 1)
+        pixel_ids, ranks = [], []
+        for j, (mask, (x0, y0, x1, y1)) in enumerate(zip(masks, extents)):
+            ys, xs = np.nonzero(mask)
+            pixel_ids.append((ys + y0) * width + (xs + x0))
+            ranks.append(np.full(len(ys), rank[j], np.int64))
+        np.maximum.at(flat, np.concatenate(pixel_ids), np.concatenate(ranks))
+    lut = np.zeros(len(indices) + 1, np.uint16)
+    if len(indices):
+        lut[rank] = indices + 1
+    out = lut[flat].reshape(height, width)
+    if len(crowd_extents):
+        ignore = _rect_union(crowd_extents, height, width) & ~_rect_union(extents, height, width)
+        out[ignore] = IGNORE_INDEX
+    return out
+
+
+def compute_instance_map(image, record, settings):
+    """GrabCut every normal box of ``record`` on ``image`` (BGR uint8) and paint the instance map.
+
+    Returns ``(instance_map (H, W) uint16, stats)``; ``stats["boxes"]`` lists ``[category_id, kind, fill]`` per
+    annotation (kind 0 GrabCut, 1 ellipse fallback, 2 crowd; fill = foreground pixels / box pixels before
+    painting, 0 for crowd).
+    """
+    height, width = image.shape[:2]
+    boxes, classes, crowd = record_boxes(record)
+    if len(boxes) + 1 >= IGNORE_INDEX:
+        raise ValueError(f"{record.get('file_name')}: {len(boxes)} annotations do not fit a 16-bit instance map")
+    masks, extents, areas, indices, crowd_extents, per_box = [], [], [], [], [], []
+    for i, box in enumerate(boxes):
+        if crowd[i]:
+            crowd_extents.append(box_pixel_extent(box, height, width))
+            per_box.append([int(classes[i]), CROWD, 0.0])
+            continue
+        seed = annotation_seed(settings.seed, record.get("image_id"), i)
+        mask, extent, fallback = grabcut_box(image, box, settings, seed)
+        box_pixels = max(mask.size, 1)
+        masks.append(mask)
+        extents.append(extent)
+        areas.append(max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0))
+        indices.append(i)
+        per_box.append([int(classes[i]), FALLBACK if fallback else GRABCUT, round(float(mask.sum()) / box_pixels, 5)])
+    instance_map = paint_instance_map(height, width, masks, extents, areas, indices, crowd_extents)
+    return instance_map, {"boxes": per_box}
+
+
+def instance_map_to_labels(instance_map, classes, ignore_label):
+    """Class map M from an instance map: 0 background, ``classes[k - 1] + 1`` where the map is k, and
+    ``ignore_label`` on crowd pixels (65535), on values with no annotation, and for annotations whose class is
+    negative (e.g. a box the mapper dropped). One LUT gather, no loop.
+
+    numpy input -> uint8 (``ignore_label`` 255) or uint16; torch input -> uint8 or int64.
+    """
+    classes_np = np.asarray(classes.cpu() if hasattr(classes, "cpu") else classes, dtype=np.int64).reshape(-1)
+    if classes_np.size and classes_np.max() + 1 >= ignore_label:
+        raise ValueError(f"class id {int(classes_np.max())} + 1 collides with ignore_label {ignore_label}")
+    if len(classes_np) + 1 >= IGNORE_INDEX:
+        raise ValueError(f"{len(classes_np)} annotations do not fit a 16-bit instance map")
+    dtype = np.uint8 if ignore_label == 255 else np.uint16
+    lut = np.full(IGNORE_INDEX + 1, ignore_label, dtype=np.int64)
+    lut[0] = 0
+    lut[1:len(classes_np) + 1] = np.where(classes_np >= 0, classes_np + 1, ignore_label)
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        torch = None
+    if torch is not None and isinstance(instance_map, torch.Tensor):
+        table = torch.as_tensor(lut, device=instance_map.device)
+        out = table[instance_map.long()]
+        return out.to(torch.uint8) if ignore_label == 255 else out
+    return lut.astype(dtype)[np.asarray(instance_map).astype(np.int64, copy=False)]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Files
+
+
+def _png_chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def encode_instance_map(instance_map, stats):
+    """16-bit PNG bytes of the map with ``stats`` (JSON) in a ``tEXt`` chunk before ``IEND``."""
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(instance_map, dtype=np.uint16))
+    if not ok:
+        raise RuntimeError("cv2.imencode failed to encode a GrabCut instance map")
+    png = buf.tobytes()
+    text = _STATS_KEY + b"\0" + json.dumps(stats, sort_keys=True, separators=(",", ":")).encode("ascii")
+    return png[:-12] + _png_chunk(b"tEXt", text) + png[-12:]
+
+
+def read_png_stats(path):
+    """The statistics stored in a cache PNG, or None if the file is unreadable / lacks them."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return None
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or data[-12:-8] != b"\0\0\0\0" or data[-8:-4] != b"IEND":
+        return None  # not a complete PNG
+    pos = 8
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        if kind == b"tEXt" and body.startswith(_STATS_KEY + b"\0"):
+            try:
+                return json.loads(body[len(_STATS_KEY) + 1:])
+            except ValueError:
+                return None
+        pos += 12 + length
+    return None
+
+
+def grabcut_cache_dir(dataset_name, dataset_dicts, settings):
+    """The folder holding ``dataset_name``'s GrabCut maps for these annotations and settings."""
+    return cache_root() / "grabcut" / f"{safe_name(dataset_name)}-{settings.key()}-{annotations_hash(dataset_dicts)}"
+
+
+def grabcut_file_for(folder, record):
+    return Path(folder) / f"{safe_name(record['image_id'])}.png"
+
+
+def prepare_command(dataset_name, settings):
+    flags = settings.cli_flags()
+    return f"box2seg prepare-grabcut --dataset {dataset_name}" + (f" {flags}" if flags else "")
+
+
+def attach_grabcut_files(dataset_name, dataset_dicts, settings=None):
+    """Set ``record["grabcut_file_name"]`` on every record (in place; also returned).
+
+    Raises FileNotFoundError naming the missing images and the exact command that computes them.
+    """
+    settings = settings or GrabCutSettings()
+    folder = grabcut_cache_dir(dataset_name, dataset_dicts, settings)
+    paths = [grabcut_file_for(folder, r) for r in dataset_dicts]
+    missing = [i for i, p in enumerate(paths) if not p.is_file()]
+    if missing:
+        first = ", ".join(
+            f"{dataset_dicts[i]['file_name']} (image_id {dataset_dicts[i].get('image_id')!r})" for i in missing[:3]
+        )
+        raise FileNotFoundError(
+            f"GrabCut labels are missing for {len(missing)} of {len(paths)} images of dataset {dataset_name!r} "
+            f"(first: {first}) in {folder}. Compute them with:\n    {prepare_command(dataset_name, settings)}\n"
+            "(add --coco-dataset NAME=JSON:IMAGE_ROOT or --config-file if the dataset is registered by a flag "
+            "or config; a changed annotation file or GrabCut setting needs a new run)"
+        )
+    for record, path in zip(dataset_dicts, paths):
+        record["grabcut_file_name"] = str(path)
+    return dataset_dicts
+
+
+def load_instance_map(record_or_path):
+    """Read an instance map (H, W) uint16 from a record carrying ``grabcut_file_name`` or from a path.
+
+    Given a record, the map's size is checked against its ``height`` / ``width``.
+    """
+    record = record_or_path if isinstance(record_or_path, dict) else None
+    if record is not None:
+        if "grabcut_file_name" not in record:
+            raise KeyError(f"image {record.get('file_name')} has no 'grabcut_file_name': call "
+                           "attach_grabcut_files(dataset_name, dicts, settings) first")
+        path = record["grabcut_file_name"]
+    else:
+        path = record_or_path
+    instance_map = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if instance_map is None or instance_map.ndim != 2 or instance_map.dtype != np.uint16:
+        raise ValueError(
+            f"GrabCut cache file {path} is missing, corrupt or not a 16-bit single-channel PNG; delete it and "
+            "run `box2seg prepare-grabcut` again"
+        )
+    if record is not None and "height" in record and "width" in record:
+        if instance_map.shape != (record["height"], record["width"]):
+            raise ValueError(
+                f"GrabCut cache file {path} is {instance_map.shape[1]}x{instance_map.shape[0]} but image "
+                f"{record['file_name']} is {record['width']}x{record['height']}; delete it and run "
+                "`box2seg prepare-grabcut --force`"
+            )
+    return instance_map
+
+
+def summarize_stats(per_image_stats, class_names=None):
+    """Dataset totals and per-class GrabCut filling rates (mean/std over boxes that did not fall back)."""
+    rows = [b for s in per_image_stats for b in s["boxes"]]
+    arr = np.array(rows, np.float64).reshape(-1, 3)
+    cls, kind, fill = arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64), arr[:, 2]
+    per_class = {}
+    for c in np.unique(cls[kind != CROWD]).tolist():
+        sel = (cls == c) & (kind != CROWD)
+        ok = sel & (kind == GRABCUT)
+        name = class_names[c] if class_names is not None and 0 <= c < len(class_names) else str(c)
+        per_class[name] = {
+            "class_id": c,
+            "boxes": int(sel.sum()),
+            "fallbacks": int((sel & (kind == FALLBACK)).sum()),
+            "mean_filling_rate": round(float(fill[ok].mean()), 4) if ok.any() else None,
+            "std_filling_rate": round(float(fill[ok].std()), 4) if ok.any() else None,
+        }
+    grabcut_ok = kind == GRABCUT
+    return {
+        "images": len(per_image_stats),
+        "boxes": int((kind != CROWD).sum()),
+        "fallbacks": int((kind == FALLBACK).sum()),
+        "crowd_boxes": int((kind == CROWD).sum()),
+        "mean_filling_rate": round(float(fill[grabcut_ok].mean()), 4) if grabcut_ok.any() else None,
+        "per_class": per_class,
+    }
