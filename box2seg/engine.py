@@ -2,6 +2,8 @@
 GrabCut labels, evaluators chosen by dataset, and cache preparation by rank 0 behind a barrier."""
 import logging
 
+import torch
+
 from detectron2.config import get_cfg
 from detectron2.data import (
     DatasetCatalog,
@@ -12,6 +14,9 @@ from detectron2.data import (
 from detectron2.evaluation import DatasetEvaluators, SemSegEvaluator
 from detectron2.projects.deeplab.lr_scheduler import WarmupPolyLR
 from detectron2.solver import build_lr_scheduler as build_d2_lr_scheduler
+from detectron2.solver import build_optimizer as build_d2_optimizer
+from detectron2.solver import get_default_optimizer_params
+from detectron2.solver.build import maybe_add_gradient_clipping
 from detectron2.utils import comm
 
 from .config import add_box2seg_config
@@ -103,6 +108,23 @@ def build_evaluator(cfg, dataset_name):
             f"(evaluator_type={meta.get('evaluator_type', None)!r})"
         )
     return DatasetEvaluators(evaluators)
+
+
+def build_optimizer(cfg, model):
+    """detectron2's SGD, or AdamW over the same parameter groups (norm / bias weight decay rules)."""
+    if cfg.SOLVER.OPTIMIZER == "SGD":
+        return build_d2_optimizer(cfg, model)
+    if cfg.SOLVER.OPTIMIZER != "AdamW":
+        raise ValueError(f"SOLVER.OPTIMIZER must be 'SGD' or 'AdamW', got {cfg.SOLVER.OPTIMIZER!r}")
+    params = get_default_optimizer_params(
+        model,
+        base_lr=cfg.SOLVER.BASE_LR,
+        weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+        bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
+        weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
+    )
+    adamw = maybe_add_gradient_clipping(cfg, torch.optim.AdamW)
+    return adamw(params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
 
 
 class ConfigPolyLR(WarmupPolyLR):

@@ -31,6 +31,10 @@ class Trainer(DefaultTrainer):
         return engine.build_test_loader(cfg, dataset_name)
 
     @classmethod
+    def build_optimizer(cls, cfg, model):
+        return engine.build_optimizer(cfg, model)
+
+    @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):
         return engine.build_lr_scheduler(cfg, optimizer)
 
