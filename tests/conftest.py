@@ -1,6 +1,8 @@
 """Tests never touch the user's cache: the session gets its own BOX2SEG_CACHE (shared by all tests, so
 a generated dataset is built once); ``fresh_cache`` gives one test an empty cache of its own."""
+import atexit
 import os
+import shutil
 import tempfile
 
 import box2seg  # noqa: F401  (compat fixes before any detectron2 import)
@@ -8,6 +10,7 @@ import pytest
 
 _SESSION_CACHE = tempfile.mkdtemp(prefix="box2seg-test-cache-")
 os.environ["BOX2SEG_CACHE"] = _SESSION_CACHE
+atexit.register(shutil.rmtree, _SESSION_CACHE, ignore_errors=True)
 
 
 @pytest.fixture
