@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.box2seg-installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
 .PHONY: setup test demo clean-venv
 
@@ -22,7 +23,7 @@ test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
 
 demo: setup
-	$(PY) projects/Box2Seg/demo.py --output demo_output
+	$(PY) projects/Box2Seg/demo.py --output demo_output $(DEMO_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
