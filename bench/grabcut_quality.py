@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from box2seg.data import grabcut as G
-from box2seg.evaluation.instance_iou import SIZE_BUCKETS, annotation_mask
+from box2seg.evaluation.instance_iou import SIZE_BUCKETS, annotation_mask, mask_ious
 
 GRABCUT_METHODS = {
     "GrabCut stock (whole image, no crop)": G.GrabCutSettings(margin=0.0, min_margin=10**6),
@@ -45,13 +45,6 @@ SIMPLE_METHODS = ("filled boxes", "filled ellipses")
 
 def _init_worker():
     cv2.setNumThreads(1)
-
-
-def _ious(pred, gt):
-    """Per-instance IoU of (N, H, W) bool stacks."""
-    inter = (pred & gt).reshape(len(gt), -1).sum(1)
-    union = (pred | gt).reshape(len(gt), -1).sum(1)
-    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
 def _full(masks, extents, h, w):
@@ -80,9 +73,9 @@ def score_image(task):
         painted = G.paint_instance_map(h, w, masks, extents, areas, indices)
         painted_stack = painted[None] == np.arange(1, len(anns) + 1, dtype=np.uint16)[:, None, None]
         out["methods"][name] = {
-            "per_box": _ious(_full(masks, extents, h, w), gt).tolist(),
-            "painted": _ious(painted_stack, gt).tolist(),
-            "raw": None if raw is None else _ious(_full(raw, extents, h, w), gt).tolist(),
+            "per_box": mask_ious(_full(masks, extents, h, w), gt).tolist(),
+            "painted": mask_ious(painted_stack, gt).tolist(),
+            "raw": None if raw is None else mask_ious(_full(raw, extents, h, w), gt).tolist(),
             "fallback": fallback,
             "cpu_ms": cpu_ms,
         }
