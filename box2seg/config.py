@@ -16,6 +16,8 @@ def add_box2seg_config(cfg):
     # "SGD" (detectron2's, with SOLVER.MOMENTUM / NESTEROV) or "AdamW" (converges in far fewer iterations,
     # which is what short CPU runs need).
     _C.SOLVER.OPTIMIZER = "SGD"
+    # Learning-rate factor of the backbone's parameters (the pretrained encoder) against BASE_LR.
+    _C.SOLVER.BACKBONE_MULTIPLIER = 1.0
 
     _C.BOX2SEG = CN()
     # User COCO-format box datasets, "NAME=JSON:IMAGE_ROOT"; registered in every process (launch workers

@@ -14,7 +14,6 @@ from detectron2.data import (
 from detectron2.evaluation import DatasetEvaluators, SemSegEvaluator
 from detectron2.projects.deeplab.lr_scheduler import WarmupPolyLR
 from detectron2.solver import build_lr_scheduler as build_d2_lr_scheduler
-from detectron2.solver import build_optimizer as build_d2_optimizer
 from detectron2.solver import get_default_optimizer_params
 from detectron2.solver.build import maybe_add_gradient_clipping
 from detectron2.utils import comm
@@ -110,19 +109,43 @@ def build_evaluator(cfg, dataset_name):
     return DatasetEvaluators(evaluators)
 
 
-def build_optimizer(cfg, model):
-    """detectron2's SGD, or AdamW over the same parameter groups (norm / bias weight decay rules)."""
-    if cfg.SOLVER.OPTIMIZER == "SGD":
-        return build_d2_optimizer(cfg, model)
-    if cfg.SOLVER.OPTIMIZER != "AdamW":
-        raise ValueError(f"SOLVER.OPTIMIZER must be 'SGD' or 'AdamW', got {cfg.SOLVER.OPTIMIZER!r}")
-    params = get_default_optimizer_params(
+def optimizer_param_groups(cfg, model):
+    """detectron2's default parameter groups (norm / bias weight-decay rules), with the backbone's
+    learning rate scaled by SOLVER.BACKBONE_MULTIPLIER: the decoders start from scratch, the backbone from
+    ImageNet weights that a full-size step would wash out in a short run."""
+    groups = get_default_optimizer_params(
         model,
         base_lr=cfg.SOLVER.BASE_LR,
+        weight_decay=cfg.SOLVER.WEIGHT_DECAY,
         weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
         bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
         weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
     )
+    multiplier = cfg.SOLVER.BACKBONE_MULTIPLIER
+    backbone = getattr(model, "backbone", None)
+    if multiplier == 1.0 or backbone is None:
+        return groups
+    in_backbone = {id(p) for p in backbone.parameters()}
+    split = []
+    for group in groups:  # one parameter per group in detectron2 v0.6, merged groups in later versions
+        ours = [p for p in group["params"] if id(p) in in_backbone]
+        rest = [p for p in group["params"] if id(p) not in in_backbone]
+        if ours:
+            split.append(dict(group, params=ours, lr=group["lr"] * multiplier))
+        if rest:
+            split.append(dict(group, params=rest))
+    return split
+
+
+def build_optimizer(cfg, model):
+    """SGD (momentum, Nesterov as configured) or AdamW over :func:`optimizer_param_groups`."""
+    params = optimizer_param_groups(cfg, model)
+    if cfg.SOLVER.OPTIMIZER == "SGD":
+        sgd = maybe_add_gradient_clipping(cfg, torch.optim.SGD)
+        return sgd(params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM, nesterov=cfg.SOLVER.NESTEROV,
+                   weight_decay=cfg.SOLVER.WEIGHT_DECAY)
+    if cfg.SOLVER.OPTIMIZER != "AdamW":
+        raise ValueError(f"SOLVER.OPTIMIZER must be 'SGD' or 'AdamW', got {cfg.SOLVER.OPTIMIZER!r}")
     adamw = maybe_add_gradient_clipping(cfg, torch.optim.AdamW)
     return adamw(params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
 

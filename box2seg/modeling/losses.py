@@ -21,7 +21,7 @@ The affinity loss compares all ordered pairs of a pixel *sample* (default 1024 p
 memory is bounded by max(N^2, C x N, D x N) plus single (H, W) planes used to draw the sample, whatever
 the image size.
 """
-from typing import Dict, Iterable, List, Optional, Sequence, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -188,8 +188,25 @@ def _pairwise_mse(a: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return _masked_sum((a - t).pow(2), off, (0, 1)) / max(n * (n - 1), 1)
 
 
-def _cosine(embeddings: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    e = F.normalize(_gather_pixels(embeddings, index), dim=0, eps=1e-12)
+def _sample_pixels(x: torch.Tensor, index: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """(C, h, w) -> (C, n): the values at flat pixel indices of the (H, W) = ``size`` grid of what
+    ``F.interpolate(x, size, mode="bilinear", align_corners=False)`` would give, without building it.
+
+    The embedding map only matters at the ~1k sampled pixels; upsampling all D channels to input
+    resolution (and back-propagating through it) cost ~10% of a CPU step. grid_sample at the pixel
+    centres with border clamping is the same bilinear rule, so the loss is unchanged."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return _gather_pixels(x, index)
+    height, width = size
+    index = index.to(x.device)
+    gx = (2 * (index % width).to(x.dtype) + 1) / width - 1
+    gy = (2 * (index // width).to(x.dtype) + 1) / height - 1
+    grid = torch.stack([gx, gy], dim=1)[None, None]  # (1, 1, n, 2)
+    return F.grid_sample(x[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0, :, 0]
+
+
+def _cosine(embeddings: torch.Tensor, index: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    e = F.normalize(_sample_pixels(embeddings, index, size), dim=0, eps=1e-12)
     return e.t() @ e
 
 
@@ -199,12 +216,13 @@ def affinity_loss(
     """L_A = mean_{i != j} (A(i,j) - y_i . y_j)^2 over the sampled pixels; A = cosine similarity of the
     embeddings, y_i . y_j = probability that pixels i and j share a label.
 
-    embeddings (D, H, W); log_probs (C, H, W); index (n,) flat pixel indices from
+    embeddings (D, H, W), or (D, h, w) at a lower resolution, read as its bilinear upsampling to (H, W);
+    log_probs (C, H, W); index (n,) flat pixel indices from
     :func:`sample_affinity_pixels`. ``detach``: "none" trains both branches, "segmentation" stops the
     gradient into y (only the embedding learns), "embedding" stops it into A (only y learns)."""
     if detach not in AFFINITY_DETACH:
         raise ValueError(f"affinity_loss: detach must be one of {AFFINITY_DETACH}, got {detach!r}")
-    a = _cosine(embeddings, index)
+    a = _cosine(embeddings, index, tuple(log_probs.shape[-2:]))
     y = _gather_pixels(log_probs, index).exp()
     if detach == "segmentation":
         y = y.detach()
@@ -215,8 +233,9 @@ def affinity_loss(
 
 def affinity_pretrain_loss(embeddings: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """L_A_pre = mean_{i != j} (A(i,j) - [M(i) = M(j)])^2 over the sampled (non-ignore) pixels: embedding
-    pre-training on the GrabCut map. embeddings (D, H, W); labels (H, W); index (n,)."""
-    a = _cosine(embeddings, index)
+    pre-training on the GrabCut map. embeddings (D, H, W) or (D, h, w) as in :func:`affinity_loss`;
+    labels (H, W); index (n,)."""
+    a = _cosine(embeddings, index, tuple(labels.shape[-2:]))
     m = labels.reshape(-1)[index.to(labels.device)].to(a.device)
     return _pairwise_mse(a, (m[:, None] == m[None, :]).to(a.dtype))
 
@@ -290,9 +309,12 @@ class Box2SegLoss(nn.Module):
         )
 
     @staticmethod
-    def _check(name: str, x: torch.Tensor, b: int, t: ImageTargets, channels: Optional[int] = None):
-        if x.dim() != 3 or tuple(x.shape[-2:]) != t.image_size or (channels is not None and x.shape[0] != channels):
-            want = ("C" if channels is None else str(channels)) + f", {t.image_size[0]}, {t.image_size[1]}"
+    def _check(name: str, x: torch.Tensor, b: int, t: ImageTargets, channels: Optional[int] = None,
+               any_size: bool = False):
+        size_ok = any_size or tuple(x.shape[-2:]) == t.image_size
+        if x.dim() != 3 or not size_ok or (channels is not None and x.shape[0] != channels):
+            want = ("C" if channels is None else str(channels)) + (
+                ", h, w" if any_size else f", {t.image_size[0]}, {t.image_size[1]}")
             raise ValueError(f"Box2SegLoss: {name} of image {b} has shape {tuple(x.shape)}, expected ({want})")
 
     def forward(
@@ -308,7 +330,8 @@ class Box2SegLoss(nn.Module):
             targets: from :func:`box2seg.modeling.targets.build_targets`, same spatial sizes.
             alpha: needed for "fg"/"fr": (Bsz, L, H, W) sigmoid attention of all classes, or per image
                 the gathered (K_b, H_b, W_b) channels of ``targets[b].classes``.
-            embeddings: needed for "aff": (Bsz, D, H, W) or per image (D, H_b, W_b).
+            embeddings: needed for "aff": (Bsz, D, h, w) or per image (D, h_b, w_b), at input resolution
+                or lower (then read as their bilinear upsampling, only at the sampled pixels).
             generator: optional torch.Generator for the affinity sample.
         """
         bsz = len(targets)
@@ -350,7 +373,7 @@ class Box2SegLoss(nn.Module):
                     add("fr", filling_rate_loss(a, t.box_masks, t.filling_rates, self.gamma))
             if "aff" in self.terms:
                 e = embeddings[b]
-                self._check("embeddings", e, b, t)
+                self._check("embeddings", e, b, t, any_size=True)
                 add("aff", affinity_loss(e, lp, self.sample(t, generator), self.aff_detach))
         return {f"loss_{k}": self.weights[k] * sums[k] / bsz for k in self.terms}
 
@@ -366,6 +389,6 @@ class Box2SegLoss(nn.Module):
             raise ValueError(f"Box2SegLoss.pretrain: {len(embeddings)} embedding maps for {bsz} targets")
         total = 0.0
         for b, t in enumerate(targets):
-            self._check("embeddings", embeddings[b], b, t)
+            self._check("embeddings", embeddings[b], b, t, any_size=True)
             total = total + affinity_pretrain_loss(embeddings[b], t.labels, self.sample(t, generator))
         return {"loss_aff_pre": self.weights["aff_pre"] * total / bsz}

@@ -143,8 +143,9 @@ class Box2Seg(nn.Module):
         size = labels.shape[-2:]
         features = self.backbone(images.tensor)
         if self.in_pretraining():
-            embeddings = self._upsample(self.decoders.forward_beta(features), size)
-            return self.loss.pretrain(embeddings, targets)
+            # Embeddings stay at decoder resolution: the loss reads them only at the sampled pixels.
+            embeddings = self.decoders.forward_beta(features).float()
+            return self.loss.pretrain(embeddings.unbind(0), targets)
 
         branches = ("y",) + ("alpha",) * self.loss.needs_alpha + ("beta",) * self.loss.needs_embeddings
         out = self.decoders.forward_branches(features, branches)  # disabled terms' branches never run
@@ -152,10 +153,12 @@ class Box2Seg(nn.Module):
         log_probs = F.log_softmax(self._upsample(y, size).float(), dim=1)
         if alpha is not None:
             # Only the present classes' channels go to full resolution (Open Images has 601).
-            alpha = [self._present_attention(alpha[b], t.classes, size) for b, t in enumerate(targets)]
+            alpha = [self._present_attention(a, t.classes, size) for a, t in zip(alpha.unbind(0), targets)]
         if beta is not None:
-            beta = self._upsample(beta, size).float()
-        return self.loss(log_probs, targets, alpha=alpha, embeddings=beta)
+            beta = beta.float().unbind(0)  # read at the sampled pixels only (losses._sample_pixels)
+        # unbind, not [b]: autograd then stacks the per-image gradients once instead of allocating a
+        # zero-filled batch-sized gradient per indexing (14% of a CPU step).
+        return self.loss(log_probs.unbind(0), targets, alpha=alpha, embeddings=beta)
 
     def _present_attention(self, alpha_logits, classes, size):
         """sigmoid(alpha) of the image's present classes at input resolution: (K, H, W); K may be 0."""

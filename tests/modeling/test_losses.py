@@ -181,6 +181,27 @@ def test_affinity_detach_switch():
         affinity_loss(emb, logits, idx, "both")
 
 
+def test_low_resolution_embeddings_equal_their_bilinear_upsampling():
+    """The model hands the embedding map over at decoder resolution; the loss must read it exactly as the
+    bilinear (align_corners=False) upsampling to input resolution, gradients included, borders too."""
+    gen = torch.Generator().manual_seed(7)
+    labels = torch.randint(0, 4, (36, 44), generator=gen)
+    t = make_targets(torch.tensor([[2.0, 3.0, 30.0, 25.0]]), torch.tensor([1]), labels, 3)
+    logits = torch.randn(4, 36, 44, generator=gen, dtype=torch.float64)
+    idx = torch.cat([torch.tensor([0, 43, 35 * 44, 36 * 44 - 1]),  # the four corners
+                     sample_affinity_pixels(t.labels, t.valid, t.inside_boxes, 60, generator=gen)])
+    for low in ((9, 11), (36, 44), (5, 7)):
+        e = torch.randn(6, *low, generator=gen, dtype=torch.float64, requires_grad=True)
+        up = torch.nn.functional.interpolate(e[None], size=(36, 44), mode="bilinear", align_corners=False)[0]
+        for fn, args in ((affinity_loss, (logits.log_softmax(0), idx)), (affinity_pretrain_loss, (labels, idx))):
+            ref = fn(up, *args)
+            got = fn(e, *args)
+            assert torch.allclose(got, ref, atol=1e-12), (low, fn.__name__)
+            g_ref, = torch.autograd.grad(ref, e)
+            g_got, = torch.autograd.grad(got, e)
+            assert torch.allclose(g_got, g_ref, atol=1e-12), (low, fn.__name__)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Ignore / padding invariance, no boxes, zero-area classes
 # ---------------------------------------------------------------------------------------------------

@@ -1,0 +1,122 @@
+#!/usr/bin/env python
+"""Boxes in, Mask R-CNN out, on coco_tiny: export -> score -> Mask R-CNN on pseudo-masks vs filled boxes.
+
+The whole downstream path of the labelling use case, each stage timed:
+
+1. ``box2seg export`` of a Box2Seg model trained on the folder's boxes (e.g. by bench/coco_tiny_box2seg.py)
+   over all images of ``annotations/instances_all.json``;
+2. ``box2seg score`` of the exported pseudo-masks against the true masks;
+3. ``box2seg train-maskrcnn`` (the EfficientNet-Lite0-FPN config) for the same budget twice: on the
+   pseudo-masks and on filled boxes (each box's rectangle as its mask, written here from the same JSON);
+   both evaluated by COCOEvaluator against the true masks of the same 160 images (the labelling use case:
+   the detector is scored on the images whose boxes it was given, so this measures what the mask head
+   learned from each kind of mask, not generalisation to new photos).
+
+    python bench/coco_tiny_maskrcnn.py --coco-root ../shared/data/coco_tiny \\
+        --box2seg-config configs/cpu/box2seg_lite0_coco.yaml --weights output/coco_tiny/full/model_final.pth \\
+        --output output/coco_tiny_maskrcnn --iters 300
+
+The folder is read in place (evaluation-only licence: never copied). Stages whose output exists are reused.
+Prints one markdown table (mask and box AP, minutes per stage).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATASET = "coco_tiny_all"
+
+
+def box2seg(*argv):
+    """Runs one box2seg subcommand in a child process (as a user would) and returns its wall time."""
+    start = time.time()
+    subprocess.run([sys.executable, "-m", "box2seg.cli", *argv], check=True, cwd=REPO)
+    return time.time() - start
+
+
+def write_filled_boxes(gt_json, out_json):
+    """The true-mask JSON with each non-crowd mask replaced by its box's rectangle (RLE); crowd kept."""
+    import numpy as np
+    from pycocotools import mask as mask_util
+
+    with open(gt_json) as f:
+        data = json.load(f)
+    sizes = {im["id"]: (im["height"], im["width"]) for im in data["images"]}
+    for ann in data["annotations"]:
+        if ann.get("iscrowd", 0):
+            continue
+        h, w = sizes[ann["image_id"]]
+        x, y, bw, bh = ann["bbox"]
+        m = np.zeros((h, w), np.uint8, order="F")
+        m[int(np.floor(y)):int(np.ceil(y + bh)), int(np.floor(x)):int(np.ceil(x + bw))] = 1
+        rle = mask_util.encode(m)
+        rle["counts"] = rle["counts"].decode("ascii")
+        ann["segmentation"] = rle
+        ann["area"] = float(m.sum())
+    tmp = out_json + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, out_json)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--coco-root", required=True, help="folder with annotations/instances_all.json")
+    parser.add_argument("--box2seg-config", required=True, help="the trained Box2Seg model's config")
+    parser.add_argument("--weights", required=True, help="the trained Box2Seg model")
+    parser.add_argument("--output", default="output/coco_tiny_maskrcnn")
+    parser.add_argument("--maskrcnn-config", default="configs/maskrcnn/mask_rcnn_lite0_FPN_pseudo.yaml")
+    parser.add_argument("--iters", type=int, default=300, help="Mask R-CNN SOLVER.MAX_ITER (both runs)")
+    args = parser.parse_args()
+    out = os.path.abspath(args.output)
+    os.makedirs(out, exist_ok=True)
+    gt_json = os.path.abspath(os.path.join(args.coco_root, "annotations", "instances_all.json"))
+    root = os.path.abspath(args.coco_root)
+    coco = ["--coco-dataset", f"{DATASET}={gt_json}:{root}"]
+    minutes = {}
+
+    export_dir = os.path.join(out, "export")
+    pseudo_json = os.path.join(export_dir, "instances.json")
+    if not os.path.exists(pseudo_json):
+        minutes["export"] = box2seg("export", *coco, "--config-file", os.path.abspath(args.box2seg_config),
+                                    "--dataset", DATASET, "--output", export_dir, "--resume",
+                                    "MODEL.WEIGHTS", os.path.abspath(args.weights)) / 60
+    start = time.time()
+    box2seg("score", "--gt", gt_json, "--pred", pseudo_json, "--json-out", os.path.join(out, "score.json"))
+    minutes["score"] = (time.time() - start) / 60
+
+    boxes_json = os.path.join(out, "filled_boxes.json")
+    write_filled_boxes(gt_json, boxes_json)
+    table = {}
+    for name, train_json in (("Box2Seg pseudo-masks", pseudo_json), ("filled boxes", boxes_json)):
+        run_dir = os.path.join(out, "maskrcnn_" + name.split()[0].lower().replace("-", "_"))
+        results_path = os.path.join(run_dir, "maskrcnn_results.json")
+        if not os.path.exists(results_path):
+            minutes[f"Mask R-CNN on {name}"] = box2seg(
+                "train-maskrcnn", "--config-file", args.maskrcnn_config, "--train-json", train_json,
+                "--image-root", root, "--eval-json", gt_json, "--eval-image-root", root,
+                "SOLVER.MAX_ITER", str(args.iters), "SOLVER.WARMUP_ITERS", str(min(100, args.iters // 3)),
+                "SOLVER.STEPS", f"({int(args.iters * 0.8)},)", "OUTPUT_DIR", run_dir) / 60
+        with open(results_path) as f:
+            table[name] = json.load(f)["results"]
+
+    print(f"\ncoco_tiny (160 images), Mask R-CNN Lite0-FPN, {args.iters} iterations, evaluated on the same images:\n")
+    print("| training masks | mask AP | mask AP50 | mask AP75 | box AP |\n|---|---|---|---|---|")
+    for name, r in table.items():
+        segm, bbox = r.get("segm", {}), r.get("bbox", {})
+        print(f"| {name} | {segm.get('AP', float('nan')):.1f} | {segm.get('AP50', float('nan')):.1f} | "
+              f"{segm.get('AP75', float('nan')):.1f} | {bbox.get('AP', float('nan')):.1f} |")
+    with open(os.path.join(out, "score.json")) as f:
+        print(f"\npseudo-mask score: {json.dumps(json.load(f))[:600]}")
+    print("\nminutes per stage (stages reused from an earlier run are not listed):")
+    for stage, m in minutes.items():
+        print(f"- {stage}: {m:.1f}")
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump({"maskrcnn": table, "minutes": minutes, "iters": args.iters}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
