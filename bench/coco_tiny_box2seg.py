@@ -29,7 +29,7 @@ from detectron2.utils.logger import setup_logger
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "projects", "Box2Seg"))
-from train_net import Trainer  # noqa: E402
+from train_net import Trainer, TrainOnlyTrainer  # noqa: E402
 
 from box2seg import engine  # noqa: E402
 from box2seg.data.datasets.coco import register_coco_boxes  # noqa: E402
@@ -80,7 +80,7 @@ def main():
         start = time.time()
         final = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
         if not os.path.exists(final):
-            trainer = Trainer(cfg)
+            trainer = TrainOnlyTrainer(cfg)
             trainer.resume_or_load(resume=True)
             trainer.train()
         seconds[variant] = time.time() - start

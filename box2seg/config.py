@@ -76,6 +76,9 @@ def add_box2seg_config(cfg):
     _C.MODEL.BOX2SEG.TEST.FLIP = False
     _C.MODEL.BOX2SEG.TEST.SCALES = [1.0]
     _C.MODEL.BOX2SEG.TEST.BOX_MASKS = True  # box-conditioned masks when the input carries boxes
+    # Box-conditioned rule: "class" (y(c) against y(bg), the method's) or "foreground" (1 - y(bg) against
+    # y(bg), then the best covering class) for many classes and few images; see modeling/box_conditioned.py.
+    _C.MODEL.BOX2SEG.TEST.BOX_RULE = "class"
 
     # Decoders (MODEL.UPERNET, MODEL.BOX2SEG.DECODER_MODE / heads / EMBEDDING_DIM) and the
     # EfficientNet-Lite0 backbone (MODEL.EFFICIENTNET): their nodes live next to the components.

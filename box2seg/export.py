@@ -488,7 +488,7 @@ def _image_part(record_index, record, box_masks, source, grabcut_maps):
     return [list(item) for item in items], stats
 
 
-def _record_masks(record, inp, out):
+def _record_masks(record, inp, out, rule="class"):
     """The model's box masks when they line up with the record's annotations; otherwise (the test mapper
     dropped a sub-pixel box, or MODEL.BOX2SEG.TEST.BOX_MASKS is off) the same rule on the record's boxes."""
     import torch
@@ -504,7 +504,7 @@ def _record_masks(record, inp, out):
     classes = torch.tensor([int(a["category_id"]) for a in anns], dtype=torch.long)
     crowd = torch.tensor([bool(a.get("iscrowd", 0)) for a in anns], dtype=torch.bool)
     result = torch.zeros((len(anns),) + tuple(sem_seg.shape[-2:]), dtype=torch.bool)
-    result[~crowd] = box_conditioned_masks(sem_seg, boxes[~crowd], classes[~crowd]).cpu()
+    result[~crowd] = box_conditioned_masks(sem_seg, boxes[~crowd], classes[~crowd], rule).cpu()
     return result.numpy()
 
 
@@ -618,7 +618,7 @@ def export_dataset(cfg, dataset_name, output, shard=(0, 1), force=False, progres
                                            f"{inp['image_id']!r}")
                     (out,) = model(inputs)
                     labels = out["sem_seg"].argmax(0).to("cpu").numpy().astype(label_dtype)
-                    masks = _record_masks(record, inp, out)
+                    masks = _record_masks(record, inp, out, cfg.MODEL.BOX2SEG.TEST.BOX_RULE)
                     annotations, stats = _image_part(i, record, masks, source, grabcut_maps)
                     ok, png = cv2.imencode(".png", labels)
                     if not ok:

@@ -148,7 +148,7 @@ class Box2SegPredictor:
         result = {"sem_seg": probs, "labels": probs.argmax(dim=0)}
         if boxes is not None:
             boxes, classes = self._check_boxes(boxes, classes)
-            result["box_masks"] = box_conditioned_masks(probs, boxes, classes)
+            result["box_masks"] = box_conditioned_masks(probs, boxes, classes, self.cfg.MODEL.BOX2SEG.TEST.BOX_RULE)
         return result
 
     @torch.no_grad()

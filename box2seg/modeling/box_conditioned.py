@@ -5,10 +5,17 @@ boxes covering the pixel} is c. The argmax is restricted to the classes that are
 a confusion with an absent class cannot erase an object. Where several boxes of the winning class cover a
 pixel, the smallest box owns it (smaller objects are usually in front). Used by the demo, the instance
 IoU evaluator and the pseudo-mask export.
+
+``rule="foreground"`` (MODEL.BOX2SEG.TEST.BOX_RULE) is a variant for many classes and little data: a pixel
+inside boxes is foreground when the total foreground probability 1 - y(bg) beats y(bg), and then goes to
+the best-scoring covering class as above. With 80 COCO classes and 160 images the y-branch spreads a
+pixel's foreground mass over look-alike classes, so y(c) alone rarely beats y(bg) (bench/RESULTS.md).
 """
 import torch
 
-__all__ = ["box_conditioned_masks", "boxes_inside"]
+__all__ = ["box_conditioned_masks", "boxes_inside", "BOX_RULES"]
+
+BOX_RULES = ("class", "foreground")
 
 
 def boxes_inside(boxes, height, width):
@@ -20,16 +27,21 @@ def boxes_inside(boxes, height, width):
     return inside_y[:, :, None] & inside_x[:, None, :]
 
 
-def box_conditioned_masks(scores, boxes, classes):
+def box_conditioned_masks(scores, boxes, classes, rule="class"):
     """Per-box masks from class scores.
 
     Args:
-        scores: (L+1, H, W) scores or probabilities, channel 0 = background, channel c+1 = class c.
+        scores: (L+1, H, W) scores or probabilities, channel 0 = background, channel c+1 = class c
+            (probabilities for ``rule="foreground"``).
         boxes: (N, 4) xyxy boxes in the same pixel frame as ``scores``.
         classes: (N,) contiguous class ids (0..L-1).
+        rule: "class" (the box's class against background) or "foreground" (all foreground against
+            background, then the best covering class); see the module docstring.
     Returns:
         (N, H, W) bool masks; a pixel belongs to at most one box.
     """
+    if rule not in BOX_RULES:
+        raise ValueError(f"box_conditioned_masks: rule must be one of {BOX_RULES}, got {rule!r}")
     num_boxes = boxes.shape[0]
     height, width = scores.shape[-2:]
     if num_boxes == 0:
@@ -45,7 +57,10 @@ def box_conditioned_masks(scores, boxes, classes):
 
     class_scores = scores[present + 1].float().masked_fill(~covered, float("-inf"))  # (K, H, W)
     best_score, best_class = class_scores.max(dim=0)
-    foreground = best_score > scores[0].float()  # ties go to background
+    if rule == "class":
+        foreground = best_score > scores[0].float()  # ties go to background
+    else:
+        foreground = (scores[1:].float().sum(0) > scores[0].float()) & covered.any(0)
 
     # Each box claims the pixels labelled with its class; among claimants the smallest box wins.
     claims = inside & foreground[None] & (best_class[None] == box_to_present[:, None, None])

@@ -50,6 +50,7 @@ class Box2Seg(nn.Module):
         test_flip=False,
         test_scales=(1.0,),
         box_masks_at_test=True,
+        box_rule="class",
     ):
         super().__init__()
         self.backbone = backbone
@@ -63,6 +64,7 @@ class Box2Seg(nn.Module):
         self.test_flip = test_flip
         self.test_scales = tuple(test_scales)
         self.box_masks_at_test = box_masks_at_test
+        self.box_rule = box_rule
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
@@ -101,6 +103,7 @@ class Box2Seg(nn.Module):
             "test_flip": b.TEST.FLIP,
             "test_scales": b.TEST.SCALES,
             "box_masks_at_test": b.TEST.BOX_MASKS,
+            "box_rule": b.TEST.BOX_RULE,
         }
 
     @property
@@ -209,5 +212,5 @@ class Box2Seg(nn.Module):
         classes = instances.gt_classes.to(self.device)
         keep = ~instances.gt_is_crowd.to(self.device) if instances.has("gt_is_crowd") else torch.ones_like(classes, dtype=torch.bool)
         masks = torch.zeros((len(boxes), height, width), dtype=torch.bool, device=self.device)
-        masks[keep] = box_conditioned_masks(sem_seg, boxes[keep], classes[keep])
+        masks[keep] = box_conditioned_masks(sem_seg, boxes[keep], classes[keep], self.box_rule)
         return masks

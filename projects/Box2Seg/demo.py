@@ -21,11 +21,10 @@ import time
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog
-from detectron2.engine import hooks
 from detectron2.utils.logger import setup_logger
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_net import Trainer  # noqa: E402
+from train_net import Trainer, TrainOnlyTrainer  # noqa: E402
 
 from box2seg import engine  # noqa: E402
 from box2seg.data.grabcut import GrabCutSettings, attach_grabcut_files  # noqa: E402
@@ -49,21 +48,13 @@ def build_cfg(config_file, opts, seed, output_dir):
     return cfg
 
 
-class DemoTrainer(Trainer):
-    """The project's Trainer without its end-of-training evaluation: the demo scores the model itself
-    (baselines, image-only and box-conditioned) and would otherwise run inference on val twice."""
-
-    def build_hooks(self):
-        return [h for h in super().build_hooks() if not isinstance(h, hooks.EvalHook)]
-
-
 def train(cfg):
     final = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
     if os.path.exists(final):
         logger.info(f"reusing {final}")
     else:
         os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-        trainer = DemoTrainer(cfg)
+        trainer = TrainOnlyTrainer(cfg)
         trainer.resume_or_load(resume=True)
         trainer.train()
     model = Trainer.build_model(cfg)

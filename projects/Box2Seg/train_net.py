@@ -12,7 +12,7 @@ the config (BOX2SEG.COCO_DATASETS), so every launched worker registers it too.
 import box2seg  # noqa: F401  (first: detectron2 v0.6 fixes before any detectron2 import)
 
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, hooks, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
@@ -41,6 +41,14 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         return engine.build_evaluator(cfg, dataset_name)
+
+
+class TrainOnlyTrainer(Trainer):
+    """The Trainer without its end-of-training evaluation, for scripts that score the model themselves
+    (the demo, the benchmarks) and would otherwise run inference over the test set twice."""
+
+    def build_hooks(self):
+        return [h for h in super().build_hooks() if not isinstance(h, hooks.EvalHook)]
 
 
 def argument_parser():

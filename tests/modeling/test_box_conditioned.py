@@ -1,10 +1,11 @@
 import box2seg  # noqa: F401
+import pytest
 import torch
 
 from box2seg.modeling.box_conditioned import box_conditioned_masks, boxes_inside
 
 
-def _reference(scores, boxes, classes):
+def _reference(scores, boxes, classes, rule="class"):
     """Pixel-by-pixel statement of the rule, for comparison."""
     n, (h, w) = len(boxes), scores.shape[-2:]
     masks = torch.zeros((n, h, w), dtype=torch.bool)
@@ -16,7 +17,8 @@ def _reference(scores, boxes, classes):
                 continue
             cands = sorted({int(classes[i]) for i in covering})
             best = max(cands, key=lambda c: (scores[c + 1, y, x].item(), -cands.index(c)))
-            if scores[best + 1, y, x] <= scores[0, y, x]:
+            fg = scores[best + 1, y, x] if rule == "class" else scores[1:, y, x].sum()
+            if fg <= scores[0, y, x]:
                 continue
             owners = [i for i in covering if int(classes[i]) == best]
             owner = min(owners, key=lambda i: (areas[i], i))
@@ -24,15 +26,17 @@ def _reference(scores, boxes, classes):
     return masks
 
 
-def test_matches_pixel_reference_on_random_inputs():
+@pytest.mark.parametrize("rule", ["class", "foreground"])
+def test_matches_pixel_reference_on_random_inputs(rule):
     g = torch.Generator().manual_seed(0)
     for _ in range(5):
-        scores = torch.rand((6, 17, 19), generator=g)
+        scores = torch.rand((6, 17, 19), generator=g).softmax(0)
         xy0 = torch.rand((7, 2), generator=g) * 12
         wh = torch.rand((7, 2), generator=g) * 10 + 1
         boxes = torch.cat([xy0, xy0 + wh], 1)
         classes = torch.randint(0, 5, (7,), generator=g)
-        assert torch.equal(box_conditioned_masks(scores, boxes, classes), _reference(scores, boxes, classes))
+        assert torch.equal(box_conditioned_masks(scores, boxes, classes, rule),
+                           _reference(scores, boxes, classes, rule))
 
 
 def test_absent_class_cannot_erase_a_box_and_smaller_box_wins():
@@ -50,3 +54,15 @@ def test_no_boxes_and_inside():
     assert box_conditioned_masks(torch.rand(3, 4, 5), torch.zeros((0, 4)), torch.zeros(0)).shape == (0, 4, 5)
     inside = boxes_inside(torch.tensor([[1.0, 0.0, 3.0, 2.0]]), 3, 4)
     assert inside[0].nonzero().tolist() == [[0, 1], [0, 2], [1, 1], [1, 2]]
+
+
+def test_foreground_rule_keeps_pixels_whose_mass_is_split_over_look_alike_classes():
+    scores = torch.zeros((4, 1, 3))
+    scores[:, 0, 0] = torch.tensor([0.35, 0.30, 0.35, 0.00])  # class 0 boxed, class 1 a look-alike
+    scores[:, 0, 1] = torch.tensor([0.60, 0.20, 0.20, 0.00])  # background
+    scores[:, 0, 2] = torch.tensor([0.10, 0.00, 0.00, 0.90])  # outside the box
+    boxes, classes = torch.tensor([[0.0, 0.0, 2.0, 1.0]]), torch.tensor([0])
+    assert box_conditioned_masks(scores, boxes, classes)[0, 0].tolist() == [False, False, False]
+    assert box_conditioned_masks(scores, boxes, classes, "foreground")[0, 0].tolist() == [True, False, False]
+    with pytest.raises(ValueError, match="rule"):
+        box_conditioned_masks(scores, boxes, classes, "any")
