@@ -51,6 +51,8 @@ def main():
     parser.add_argument("--config-file", default=os.path.join(REPO, "configs", "cpu", "box2seg_lite0_coco.yaml"))
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--iters", type=int, default=None, help="SOLVER.MAX_ITER (default: the config's)")
+    parser.add_argument("--extra-box-rules", nargs="*", default=["foreground"],
+                        help="also score these box-conditioned rules (MODEL.BOX2SEG.TEST.BOX_RULE values)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = parser.parse_args()
     setup_logger(name="box2seg")
@@ -87,7 +89,8 @@ def main():
         model = Trainer.build_model(cfg)
         DetectionCheckpointer(model).load(final)
         scores = score_model(model, engine.build_test_loader(cfg, DATASET), DATASET, records,
-                             os.path.join(args.output, f"overlays_{variant}"))
+                             os.path.join(args.output, f"overlays_{variant}"),
+                             extra_box_rules=[r for r in args.extra_box_rules if r != cfg.MODEL.BOX2SEG.TEST.BOX_RULE])
         results[variant] = dict(results["baselines"], **{f"{k}": v for k, v in scores.items()})
         print(f"{variant}: trained in {seconds[variant] / 60:.1f} min", flush=True)
 

@@ -14,7 +14,7 @@ The whole downstream path of the labelling use case, each stage timed:
 
     python bench/coco_tiny_maskrcnn.py --coco-root ../shared/data/coco_tiny \\
         --box2seg-config configs/cpu/box2seg_lite0_coco.yaml --weights output/coco_tiny/full/model_final.pth \\
-        --output output/coco_tiny_maskrcnn --iters 300
+        --output output/coco_tiny_maskrcnn --iters 300 [MODEL.BOX2SEG.TEST.BOX_RULE foreground]
 
 The folder is read in place (evaluation-only licence: never copied). Stages whose output exists are reused.
 Prints one markdown table (mask and box AP, minutes per stage).
@@ -70,6 +70,8 @@ def main():
     parser.add_argument("--output", default="output/coco_tiny_maskrcnn")
     parser.add_argument("--maskrcnn-config", default="configs/maskrcnn/mask_rcnn_lite0_FPN_pseudo.yaml")
     parser.add_argument("--iters", type=int, default=300, help="Mask R-CNN SOLVER.MAX_ITER (both runs)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[],
+                        help="Box2Seg config overrides for the export, e.g. MODEL.BOX2SEG.TEST.BOX_RULE foreground")
     args = parser.parse_args()
     out = os.path.abspath(args.output)
     os.makedirs(out, exist_ok=True)
@@ -79,11 +81,11 @@ def main():
     minutes = {}
 
     export_dir = os.path.join(out, "export")
-    pseudo_json = os.path.join(export_dir, "instances.json")
+    pseudo_json = os.path.join(export_dir, "pseudo_masks.json")
     if not os.path.exists(pseudo_json):
         minutes["export"] = box2seg("export", *coco, "--config-file", os.path.abspath(args.box2seg_config),
                                     "--dataset", DATASET, "--output", export_dir, "--resume",
-                                    "MODEL.WEIGHTS", os.path.abspath(args.weights)) / 60
+                                    "MODEL.WEIGHTS", os.path.abspath(args.weights), *args.opts) / 60
     start = time.time()
     box2seg("score", "--gt", gt_json, "--pred", pseudo_json, "--json-out", os.path.join(out, "score.json"))
     minutes["score"] = (time.time() - start) / 60

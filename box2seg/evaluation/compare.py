@@ -9,7 +9,7 @@ from detectron2.data import MetadataCatalog
 
 from ..data.grabcut import load_instance_map
 from ..data.semseg_gt import read_label_map
-from ..modeling.box_conditioned import boxes_inside
+from ..modeling.box_conditioned import box_conditioned_masks, boxes_inside
 from .mask_scoring import MaskScorer, filled_box_masks, filled_ellipse_masks
 
 BASELINES = ("filled boxes", "filled ellipses", "GrabCut")
@@ -42,14 +42,17 @@ def score_baselines(dataset_name, records):
 
 
 @torch.no_grad()
-def score_model(model, data_loader, dataset_name, records, overlay_dir=None, num_overlays=8):
+def score_model(model, data_loader, dataset_name, records, overlay_dir=None, num_overlays=8, extra_box_rules=()):
     """Scores of a Box2Seg model's image-only prediction (argmax; per box, the pixels of its class inside
-    it) and box-conditioned masks; optionally writes the first overlays."""
+    it) and box-conditioned masks (the model's own rule); optionally writes the first overlays.
+    ``extra_box_rules`` (e.g. ("foreground",)) also scores those rules on the same forward passes, as
+    "Box2Seg box-conditioned (RULE rule)"."""
     from ..visualize import write_overlay
 
     meta = MetadataCatalog.get(dataset_name)
     by_file = {r["file_name"]: r for r in records}
     image_only, conditioned = _scorer(dataset_name), _scorer(dataset_name)
+    extra = {rule: _scorer(dataset_name) for rule in extra_box_rules}
     written = 0
     model.eval()
     for inputs in data_loader:
@@ -64,10 +67,14 @@ def score_model(model, data_loader, dataset_name, records, overlay_dir=None, num
             image_only.add(record, plain.numpy(), gt, semantic_labels=labels.numpy())
             box_masks = out["box_masks"].cpu().numpy()
             conditioned.add(record, box_masks, gt)
+            for rule, scorer in extra.items():
+                scorer.add(record, box_conditioned_masks(out["sem_seg"].cpu(), boxes, classes, rule).numpy(), gt)
             if overlay_dir and written < num_overlays:
                 write_overlay(os.path.join(overlay_dir, f"{written:02d}.png"), record, labels.numpy(), box_masks, meta)
                 written += 1
-    return {"Box2Seg image-only": image_only.summary(), "Box2Seg box-conditioned": conditioned.summary()}
+    scores = {"Box2Seg image-only": image_only.summary(), "Box2Seg box-conditioned": conditioned.summary()}
+    scores.update({f"Box2Seg box-conditioned ({rule} rule)": scorer.summary() for rule, scorer in extra.items()})
+    return scores
 
 
 def format_table(results, columns=("semantic_mIoU", "instance_mIoU")):
@@ -75,7 +82,8 @@ def format_table(results, columns=("semantic_mIoU", "instance_mIoU")):
     runs = list(results)
     header = ["method"] + [f"{c.replace('_', ' ')} ({r})" for r in runs for c in columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for method in METHODS:
+    extra = [m for m in (results[runs[0]] if runs else {}) if m not in METHODS]
+    for method in list(METHODS) + extra:
         if not all(method in results[r] for r in runs):
             continue
         cells = [f"{100 * results[r][method][c]:.1f}" for r in runs for c in columns]

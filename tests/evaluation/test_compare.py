@@ -1,0 +1,42 @@
+"""box2seg.evaluation.compare: scoring a model's image-only and box-conditioned masks, extra box rules, table."""
+import box2seg  # noqa: F401  (compat fixes before any detectron2 import)
+import numpy as np
+import torch
+from detectron2.data import MetadataCatalog
+from PIL import Image
+from pycocotools import mask as mask_util
+
+from box2seg.evaluation.compare import format_table, score_model
+from box2seg.modeling.box_conditioned import box_conditioned_masks
+
+DATASET = "box2seg_test_compare"
+
+
+class SplitMassModel(torch.nn.Module):
+    """Inside the box the foreground mass (0.6) is split over two classes, each below background (0.4)."""
+
+    def forward(self, inputs):
+        probs = torch.zeros((3, 8, 8))
+        probs[0] = 1.0
+        probs[:, :4, :4] = torch.tensor([0.4, 0.35, 0.25])[:, None, None]
+        boxes, classes = torch.tensor([[0.0, 0.0, 4.0, 4.0]]), torch.tensor([0])
+        return [{"sem_seg": probs, "box_masks": box_conditioned_masks(probs, boxes, classes)} for _ in inputs]
+
+
+def test_extra_box_rules_are_scored_on_the_same_forward_pass(tmp_path):
+    MetadataCatalog.get(DATASET).set(thing_classes=["a", "b"], ignore_label=255)
+    gt = np.zeros((8, 8), np.uint8)
+    gt[:4, :4] = 1  # the object fills its box
+    Image.fromarray(gt).save(tmp_path / "gt.png")
+    true_mask = mask_util.encode(np.asfortranarray((gt == 1).astype(np.uint8)))
+    record = {"file_name": "x.png", "height": 8, "width": 8, "sem_seg_file_name": str(tmp_path / "gt.png"),
+              "annotations": [{"bbox": [0.0, 0.0, 4.0, 4.0], "category_id": 0, "segmentation": true_mask}]}
+    loader = [[{"file_name": "x.png"}]]
+    scores = score_model(SplitMassModel(), loader, DATASET, [record], extra_box_rules=("foreground",))
+    # The method's rule: class 0 (0.35) never beats background (0.4) -> empty mask; foreground rule: 0.6 > 0.4.
+    assert scores["Box2Seg box-conditioned"]["instance_mIoU"] == 0.0
+    assert scores["Box2Seg box-conditioned (foreground rule)"]["instance_mIoU"] == 1.0
+    assert scores["Box2Seg box-conditioned (foreground rule)"]["semantic_mIoU"] == 1.0
+    table = format_table({"seed 0": scores})
+    assert "| Box2Seg box-conditioned (foreground rule) | 100.0 | 100.0 |" in table
+    assert "| Box2Seg box-conditioned | " in table
