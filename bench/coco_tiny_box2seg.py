@@ -51,7 +51,7 @@ def main():
     parser.add_argument("--config-file", default=os.path.join(REPO, "configs", "cpu", "box2seg_lite0_coco.yaml"))
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--iters", type=int, default=None, help="SOLVER.MAX_ITER (default: the config's)")
-    parser.add_argument("--extra-box-rules", nargs="*", default=["foreground"],
+    parser.add_argument("--extra-box-rules", nargs="*", default=["class", "foreground"],
                         help="also score these box-conditioned rules (MODEL.BOX2SEG.TEST.BOX_RULE values)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = parser.parse_args()

@@ -14,7 +14,8 @@ The whole downstream path of the labelling use case, each stage timed:
 
     python bench/coco_tiny_maskrcnn.py --coco-root ../shared/data/coco_tiny \\
         --box2seg-config configs/cpu/box2seg_lite0_coco.yaml --weights output/coco_tiny/full/model_final.pth \\
-        --output output/coco_tiny_maskrcnn --iters 300 [MODEL.BOX2SEG.TEST.BOX_RULE foreground]
+        --output output/coco_tiny_maskrcnn --iters 300 [--export-opts MODEL.BOX2SEG.TEST.BOX_RULE foreground] \
+        [--maskrcnn-opts INPUT.MIN_SIZE_TRAIN "(256, 320)" ...]
 
 The folder is read in place (evaluation-only licence: never copied). Stages whose output exists are reused.
 Prints one markdown table (mask and box AP, minutes per stage).
@@ -70,8 +71,10 @@ def main():
     parser.add_argument("--output", default="output/coco_tiny_maskrcnn")
     parser.add_argument("--maskrcnn-config", default="configs/maskrcnn/mask_rcnn_lite0_FPN_pseudo.yaml")
     parser.add_argument("--iters", type=int, default=300, help="Mask R-CNN SOLVER.MAX_ITER (both runs)")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[],
+    parser.add_argument("--export-opts", nargs="*", default=[], metavar="KEY VALUE",
                         help="Box2Seg config overrides for the export, e.g. MODEL.BOX2SEG.TEST.BOX_RULE foreground")
+    parser.add_argument("--maskrcnn-opts", nargs="*", default=[], metavar="KEY VALUE",
+                        help="Mask R-CNN config overrides for both runs, e.g. INPUT.MIN_SIZE_TRAIN (256,)")
     args = parser.parse_args()
     out = os.path.abspath(args.output)
     os.makedirs(out, exist_ok=True)
@@ -85,7 +88,7 @@ def main():
     if not os.path.exists(pseudo_json):
         minutes["export"] = box2seg("export", *coco, "--config-file", os.path.abspath(args.box2seg_config),
                                     "--dataset", DATASET, "--output", export_dir, "--resume",
-                                    "MODEL.WEIGHTS", os.path.abspath(args.weights), *args.opts) / 60
+                                    "MODEL.WEIGHTS", os.path.abspath(args.weights), *args.export_opts) / 60
     start = time.time()
     box2seg("score", "--gt", gt_json, "--pred", pseudo_json, "--json-out", os.path.join(out, "score.json"))
     minutes["score"] = (time.time() - start) / 60
@@ -101,11 +104,12 @@ def main():
                 "train-maskrcnn", "--config-file", args.maskrcnn_config, "--train-json", train_json,
                 "--image-root", root, "--eval-json", gt_json, "--eval-image-root", root,
                 "SOLVER.MAX_ITER", str(args.iters), "SOLVER.WARMUP_ITERS", str(min(100, args.iters // 3)),
-                "SOLVER.STEPS", f"({int(args.iters * 0.8)},)", "OUTPUT_DIR", run_dir) / 60
+                "SOLVER.STEPS", f"({int(args.iters * 0.8)},)", "OUTPUT_DIR", run_dir, *args.maskrcnn_opts) / 60
         with open(results_path) as f:
             table[name] = json.load(f)["results"]
 
-    print(f"\ncoco_tiny (160 images), Mask R-CNN Lite0-FPN, {args.iters} iterations, evaluated on the same images:\n")
+    print(f"\ncoco_tiny (160 images), Mask R-CNN Lite0-FPN, {args.iters} iterations "
+          f"{' '.join(args.maskrcnn_opts)}, evaluated on the same images:\n")
     print("| training masks | mask AP | mask AP50 | mask AP75 | box AP |\n|---|---|---|---|---|")
     for name, r in table.items():
         segm, bbox = r.get("segm", {}), r.get("bbox", {})
