@@ -57,7 +57,7 @@ def write_filled_boxes(gt_json, out_json):
         rle["counts"] = rle["counts"].decode("ascii")
         ann["segmentation"] = rle
         ann["area"] = float(m.sum())
-    tmp = out_json + ".tmp"
+    tmp = f"{out_json}.{os.getpid()}.tmp"  # parallel invocations (--runs) must not share a temp file
     with open(tmp, "w") as f:
         json.dump(data, f)
     os.replace(tmp, out_json)
@@ -73,6 +73,9 @@ def main():
     parser.add_argument("--iters", type=int, default=300, help="Mask R-CNN SOLVER.MAX_ITER (both runs)")
     parser.add_argument("--export-opts", nargs="*", default=[], metavar="KEY VALUE",
                         help="Box2Seg config overrides for the export, e.g. MODEL.BOX2SEG.TEST.BOX_RULE foreground")
+    parser.add_argument("--runs", nargs="+", default=["pseudo", "boxes"], choices=["pseudo", "boxes"],
+                        help="which Mask R-CNN trainings this invocation may run (separate invocations can run "
+                             "them in parallel; the table needs both results)")
     parser.add_argument("--maskrcnn-opts", nargs="*", default=[], metavar="KEY VALUE",
                         help="Mask R-CNN config overrides for both runs, e.g. INPUT.MIN_SIZE_TRAIN (256,)")
     args = parser.parse_args()
@@ -96,10 +99,13 @@ def main():
     boxes_json = os.path.join(out, "filled_boxes.json")
     write_filled_boxes(gt_json, boxes_json)
     table = {}
-    for name, train_json in (("Box2Seg pseudo-masks", pseudo_json), ("filled boxes", boxes_json)):
-        run_dir = os.path.join(out, "maskrcnn_" + name.split()[0].lower().replace("-", "_"))
+    for key, name, train_json in (("pseudo", "Box2Seg pseudo-masks", pseudo_json), ("boxes", "filled boxes", boxes_json)):
+        run_dir = os.path.join(out, "maskrcnn_" + key)
         results_path = os.path.join(run_dir, "maskrcnn_results.json")
         if not os.path.exists(results_path):
+            if key not in args.runs:
+                print(f"{name}: no results yet in {run_dir} (not in --runs); leaving it out of the table")
+                continue
             minutes[f"Mask R-CNN on {name}"] = box2seg(
                 "train-maskrcnn", "--config-file", args.maskrcnn_config, "--train-json", train_json,
                 "--image-root", root, "--eval-json", gt_json, "--eval-image-root", root,
