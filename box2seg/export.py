@@ -491,21 +491,13 @@ def _image_part(record_index, record, box_masks, source, grabcut_maps):
 def _record_masks(record, inp, out, rule="class"):
     """The model's box masks when they line up with the record's annotations; otherwise (the test mapper
     dropped a sub-pixel box, or MODEL.BOX2SEG.TEST.BOX_MASKS is off) the same rule on the record's boxes."""
-    import torch
-
-    from .modeling.box_conditioned import box_conditioned_masks
+    from .modeling.box_conditioned import annotation_box_masks
 
     anns = record.get("annotations", [])
     masks = out.get("box_masks")
     if masks is not None and len(masks) == len(anns) and not inp.get("num_dropped_boxes", 0):
         return masks.to("cpu").numpy()
-    sem_seg = out["sem_seg"]
-    boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
-    classes = torch.tensor([int(a["category_id"]) for a in anns], dtype=torch.long)
-    crowd = torch.tensor([bool(a.get("iscrowd", 0)) for a in anns], dtype=torch.bool)
-    result = torch.zeros((len(anns),) + tuple(sem_seg.shape[-2:]), dtype=torch.bool)
-    result[~crowd] = box_conditioned_masks(sem_seg, boxes[~crowd], classes[~crowd], rule).cpu()
-    return result.numpy()
+    return annotation_box_masks(out["sem_seg"], anns, rule).numpy()
 
 
 def _build_model(cfg):

@@ -9,7 +9,7 @@ from detectron2.data import MetadataCatalog
 
 from ..data.grabcut import load_instance_map
 from ..data.semseg_gt import read_label_map
-from ..modeling.box_conditioned import box_conditioned_masks, boxes_inside
+from ..modeling.box_conditioned import annotation_box_masks, boxes_inside
 from .mask_scoring import MaskScorer, filled_box_masks, filled_ellipse_masks
 
 BASELINES = ("filled boxes", "filled ellipses", "GrabCut")
@@ -68,7 +68,7 @@ def score_model(model, data_loader, dataset_name, records, overlay_dir=None, num
             box_masks = out["box_masks"].cpu().numpy()
             conditioned.add(record, box_masks, gt)
             for rule, scorer in extra.items():
-                scorer.add(record, box_conditioned_masks(out["sem_seg"].cpu(), boxes, classes, rule).numpy(), gt)
+                scorer.add(record, annotation_box_masks(out["sem_seg"].cpu(), anns, rule).numpy(), gt)
             if overlay_dir and written < num_overlays:
                 write_overlay(os.path.join(overlay_dir, f"{written:02d}.png"), record, labels.numpy(), box_masks, meta)
                 written += 1

@@ -13,7 +13,7 @@ pixel's foreground mass over look-alike classes, so y(c) alone rarely beats y(bg
 """
 import torch
 
-__all__ = ["box_conditioned_masks", "boxes_inside", "BOX_RULES"]
+__all__ = ["box_conditioned_masks", "annotation_box_masks", "boxes_inside", "BOX_RULES"]
 
 BOX_RULES = ("class", "foreground")
 
@@ -72,3 +72,14 @@ def box_conditioned_masks(scores, boxes, classes, rule="class"):
     key = torch.where(claims, rank[:, None, None], torch.full_like(rank[:, None, None], num_boxes))
     owner = key.argmin(dim=0)  # (H, W)
     return claims & (torch.arange(num_boxes, device=scores.device)[:, None, None] == owner[None])
+
+
+def annotation_box_masks(scores, annotations, rule="class"):
+    """(N, H, W) bool masks for a dataset record's N annotations (XYXY ``bbox``, contiguous ``category_id``),
+    as the model's own box masks: crowd annotations get empty masks and take no part in the rule."""
+    boxes = torch.tensor([a["bbox"] for a in annotations], dtype=torch.float32).reshape(-1, 4)
+    classes = torch.tensor([int(a["category_id"]) for a in annotations], dtype=torch.long)
+    crowd = torch.tensor([bool(a.get("iscrowd", 0)) for a in annotations], dtype=torch.bool)
+    masks = torch.zeros((len(annotations),) + tuple(scores.shape[-2:]), dtype=torch.bool)
+    masks[~crowd] = box_conditioned_masks(scores, boxes[~crowd], classes[~crowd], rule).cpu()
+    return masks
