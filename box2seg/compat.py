@@ -17,7 +17,9 @@ The fixes:
 - v0.6's DefaultTrainer checkpoints only the iteration and hook states, not its inner trainer's
   optimizer, so ``--resume`` restarted momentum from zero; upstream saves it under ``_trainer``;
 - v0.6's ``launch`` workers assert CUDA and use NCCL; without a GPU they now use GLOO, so multi-process
-  training runs (and is tested) on CPU. ``create_ddp_model`` passes ``device_ids`` only for GPU models;
+  training runs (and is tested) on CPU. ``create_ddp_model`` passes ``device_ids`` only for GPU models,
+  and ``find_unused_parameters=True`` for models that set ``ddp_find_unused_parameters`` (Box2Seg's
+  training phases leave branches without gradients in some iterations);
 - v0.6's SemSegEvaluator divides the mIoU by the number of classes present in the ground truth *or*
   the prediction; upstream fixed it to the classes with ground truth. The fixed formula is applied when
   the buggy one is detected in the source.
@@ -209,6 +211,10 @@ def _cpu_launch():
         params = list(model.parameters())
         if "device_ids" not in kwargs and params and params[0].device.type == "cpu":
             kwargs["device_ids"] = None  # CPU DistributedDataParallel takes no device ids
+        if getattr(model, "ddp_find_unused_parameters", False):
+            # A model whose iterations leave some parameters without gradients (Box2Seg's pre-training and
+            # attention phases, switched-off loss terms) says so; DDP otherwise fails at the next iteration.
+            kwargs.setdefault("find_unused_parameters", True)
         return create(model, **kwargs)
 
     create_ddp_model._box2seg_fixed = True

@@ -66,6 +66,9 @@ def add_box2seg_config(cfg):
     _C.MODEL.BOX2SEG.LOSS.FR_WEIGHT = 5.0
     _C.MODEL.BOX2SEG.LOSS.AFFINITY_WEIGHT = 1.0
     _C.MODEL.BOX2SEG.LOSS.AFFINITY_PRETRAIN_WEIGHT = 1.0
+    # L_fg and L_fr join at this iteration (0: together with the other terms, the method as written). Before it
+    # the attention branch is not evaluated; see Box2SegLoss.active_terms for why a later start can help.
+    _C.MODEL.BOX2SEG.LOSS.ATTENTION_START_ITER = 0
     _C.MODEL.BOX2SEG.LOSS.GAMMA = 0.8  # filling-rate hinge: attention must cover gamma * eta_c
     _C.MODEL.BOX2SEG.AFFINITY = CN()
     _C.MODEL.BOX2SEG.AFFINITY.NUM_SAMPLES = 1024  # pixels per image; memory O(NUM_SAMPLES^2)

@@ -1,5 +1,5 @@
-"""projects/Box2Seg/train_net.py end to end: two processes over GLOO for one training step, then
---eval-only through SemSegEvaluator and the box-mask IoU evaluator, then --resume."""
+"""projects/Box2Seg/train_net.py end to end: two processes over GLOO for three training steps (across the
+pre-training phase switch), then --eval-only through SemSegEvaluator and the box-mask IoU evaluator, then --resume."""
 import os
 import subprocess
 import sys
@@ -33,7 +33,9 @@ def common_args(tiny_coco, tmp_path):
 def test_two_process_gloo_step_then_eval_and_resume(common_args, tmp_path):
     flags, opts = common_args
     cache = tmp_path / "cache"
-    log = run_train_net(flags + ["--num-gpus", "2"] + opts + ["SOLVER.MAX_ITER", "1", "TEST.EVAL_PERIOD", "0"], cache)
+    # Three iterations: the first is embedding pre-training (PRETRAIN_ITERS 1), so the next ones run with
+    # parameters that had no gradient before -- DistributedDataParallel must be told (find_unused_parameters).
+    log = run_train_net(flags + ["--num-gpus", "2"] + opts + ["SOLVER.MAX_ITER", "3", "TEST.EVAL_PERIOD", "0"], cache)
     assert "world size: 2" in log.lower() or "Rank of current process: 1" in log, log[-3000:]
     final = tmp_path / "out" / "model_final.pth"
     assert final.exists()
@@ -41,5 +43,5 @@ def test_two_process_gloo_step_then_eval_and_resume(common_args, tmp_path):
     log = run_train_net(flags + ["--eval-only"] + opts + ["MODEL.WEIGHTS", str(final)], cache)
     assert "mIoU" in log and "box_mask_iou" in log, log[-3000:]
 
-    log = run_train_net(flags + ["--resume"] + opts + ["SOLVER.MAX_ITER", "2", "TEST.EVAL_PERIOD", "0"], cache)
-    assert "Starting training from iteration 1" in log, log[-3000:]
+    log = run_train_net(flags + ["--resume"] + opts + ["SOLVER.MAX_ITER", "4", "TEST.EVAL_PERIOD", "0"], cache)
+    assert "Starting training from iteration 3" in log, log[-3000:]

@@ -45,6 +45,7 @@ __all__ = [
 ]
 
 LOSS_TERMS = ("gc", "fg", "bg", "fr", "aff")
+ATTENTION_TERMS = ("fg", "fr")  # the terms that read the attention branch
 AFFINITY_DETACH = ("none", "segmentation", "embedding")
 
 
@@ -274,6 +275,7 @@ class Box2SegLoss(nn.Module):
         aff_boundary_fraction: float = 0.5,
         aff_band_width: int = 8,
         aff_detach: str = "none",
+        attention_start_iter: int = 0,
     ):
         super().__init__()
         terms = tuple(terms)
@@ -293,10 +295,24 @@ class Box2SegLoss(nn.Module):
         self.aff_boundary_fraction = float(aff_boundary_fraction)
         self.aff_band_width = int(aff_band_width)
         self.aff_detach = aff_detach
+        if attention_start_iter < 0:
+            raise ValueError(f"Box2SegLoss: attention_start_iter must be >= 0, got {attention_start_iter}")
+        self.attention_start_iter = int(attention_start_iter)
+
+    def active_terms(self, iteration: Optional[int] = None) -> Tuple[str, ...]:
+        """The enabled terms at a training iteration: L_fg and L_fr only from ``attention_start_iter`` on.
+
+        Why a start iteration: while the y-branch is still uninformative, the filling-rate hinge spreads the
+        attention over the whole box and L_fg (weighted per box pixel) then teaches "fill the box"; starting
+        the attention terms once L_GC has shaped the y-branch lets alpha settle on the pixels y agrees with.
+        ``iteration=None`` (outside a trainer) means all enabled terms."""
+        if iteration is not None and iteration < self.attention_start_iter:
+            return tuple(t for t in self.terms if t not in ATTENTION_TERMS)
+        return self.terms
 
     @property
     def needs_alpha(self) -> bool:
-        return "fg" in self.terms or "fr" in self.terms
+        return any(t in self.terms for t in ATTENTION_TERMS)
 
     @property
     def needs_embeddings(self) -> bool:
@@ -324,6 +340,7 @@ class Box2SegLoss(nn.Module):
         alpha: Union[None, torch.Tensor, Sequence[torch.Tensor]] = None,
         embeddings: Union[None, torch.Tensor, Sequence[torch.Tensor]] = None,
         generator: Optional[torch.Generator] = None,
+        iteration: Optional[int] = None,
     ) -> Dict[str, torch.Tensor]:
         """Args:
             log_probs: (Bsz, L+1, H, W) or per image (L+1, H_b, W_b) fp32 log-softmax of the y-branch.
@@ -333,20 +350,23 @@ class Box2SegLoss(nn.Module):
             embeddings: needed for "aff": (Bsz, D, h, w) or per image (D, h_b, w_b), at input resolution
                 or lower (then read as their bilinear upsampling, only at the sampled pixels).
             generator: optional torch.Generator for the affinity sample.
+            iteration: the training iteration, for :meth:`active_terms` (None: all enabled terms).
         """
+        terms = self.active_terms(iteration)
+        needs_alpha = any(t in terms for t in ATTENTION_TERMS)
         bsz = len(targets)
         if bsz == 0:
             raise ValueError("Box2SegLoss: empty batch")
         if len(log_probs) != bsz:
             raise ValueError(f"Box2SegLoss: {len(log_probs)} log_probs for {bsz} targets")
-        if self.needs_alpha:
+        if needs_alpha:
             if alpha is None:
-                raise ValueError(f"Box2SegLoss: terms {self.terms} need alpha")
+                raise ValueError(f"Box2SegLoss: terms {terms} need alpha")
             if isinstance(alpha, torch.Tensor) and alpha.dim() == 4:
                 alpha = gather_present(alpha, targets)
             if len(alpha) != bsz:
                 raise ValueError(f"Box2SegLoss: {len(alpha)} alpha maps for {bsz} targets")
-        if self.needs_embeddings:
+        if "aff" in terms:
             if embeddings is None:
                 raise ValueError("Box2SegLoss: the affinity term needs embeddings")
             if len(embeddings) != bsz:
@@ -360,22 +380,22 @@ class Box2SegLoss(nn.Module):
         for b, t in enumerate(targets):
             lp = log_probs[b]
             self._check("log_probs", lp, b, t)
-            if "gc" in self.terms:
+            if "gc" in terms:
                 add("gc", grabcut_loss(lp, t.labels, t.valid))
-            if "bg" in self.terms:
+            if "bg" in terms:
                 add("bg", background_loss(lp, t.sure_background, t.unlabelled))
-            if self.needs_alpha:
+            if needs_alpha:
                 a = alpha[b]
                 self._check("alpha", a, b, t, channels=t.classes.numel())
-                if "fg" in self.terms:
+                if "fg" in terms:
                     add("fg", foreground_loss(lp, a, t.box_masks, t.classes))
-                if "fr" in self.terms:
+                if "fr" in terms:
                     add("fr", filling_rate_loss(a, t.box_masks, t.filling_rates, self.gamma))
-            if "aff" in self.terms:
+            if "aff" in terms:
                 e = embeddings[b]
                 self._check("embeddings", e, b, t, any_size=True)
                 add("aff", affinity_loss(e, lp, self.sample(t, generator), self.aff_detach))
-        return {f"loss_{k}": self.weights[k] * sums[k] / bsz for k in self.terms}
+        return {f"loss_{k}": self.weights[k] * sums[k] / bsz for k in terms}
 
     def pretrain(
         self,

@@ -2,7 +2,7 @@
 
 Training has two phases decided by the iteration counter alone (so ``--resume`` is exact): the first
 ``PRETRAIN_ITERS`` iterations train only the encoder and embedding decoder with L_A_pre on the GrabCut
-maps; then all losses train jointly. Inference runs the y branch only and returns
+maps; then all losses train jointly (L_fg and L_fr from ``LOSS.ATTENTION_START_ITER`` on, if later). Inference runs the y branch only and returns
 ``[{"sem_seg": (L+1, H, W) probabilities}]`` for SemSegEvaluator, plus ``"box_masks"`` (one mask per input
 annotation, box-conditioned) when the input carries its boxes.
 """
@@ -18,7 +18,7 @@ from torch import nn
 
 from .box_conditioned import box_conditioned_masks
 from .decoders import build_box2seg_decoders
-from .losses import Box2SegLoss
+from .losses import ATTENTION_TERMS, LOSS_TERMS, Box2SegLoss
 from .targets import build_targets, unlabelled_classes
 
 __all__ = ["Box2Seg"]
@@ -85,6 +85,7 @@ class Box2Seg(nn.Module):
             aff_boundary_fraction=b.AFFINITY.BOUNDARY_FRACTION,
             aff_band_width=b.AFFINITY.BOUNDARY_WIDTH,
             aff_detach=b.AFFINITY.DETACH,
+            attention_start_iter=b.LOSS.ATTENTION_START_ITER,
         )
         exhaustive = all(
             MetadataCatalog.get(name).get("box_labels_exhaustive", True) for name in cfg.DATASETS.TRAIN
@@ -105,6 +106,13 @@ class Box2Seg(nn.Module):
             "box_masks_at_test": b.TEST.BOX_MASKS,
             "box_rule": b.TEST.BOX_RULE,
         }
+
+    @property
+    def ddp_find_unused_parameters(self):
+        """Read by ``create_ddp_model`` (box2seg.compat): some iterations leave parameters without gradients
+        when training has phases (embedding pre-training, a later attention start) or loss terms are off."""
+        all_terms = set(self.loss.terms) == set(LOSS_TERMS)
+        return self.pretrain_iters > 0 or self.loss.attention_start_iter > 0 or not all_terms
 
     @property
     def device(self):
@@ -150,7 +158,9 @@ class Box2Seg(nn.Module):
             embeddings = self.decoders.forward_beta(features).float()
             return self.loss.pretrain(embeddings.unbind(0), targets)
 
-        branches = ("y",) + ("alpha",) * self.loss.needs_alpha + ("beta",) * self.loss.needs_embeddings
+        iteration = _current_iteration()
+        terms = self.loss.active_terms(iteration)
+        branches = ("y",) + ("alpha",) * any(t in terms for t in ATTENTION_TERMS) + ("beta",) * ("aff" in terms)
         out = self.decoders.forward_branches(features, branches)  # disabled terms' branches never run
         y, alpha, beta = out["y"], out.get("alpha"), out.get("beta")
         log_probs = F.log_softmax(self._upsample(y, size).float(), dim=1)
@@ -161,7 +171,7 @@ class Box2Seg(nn.Module):
             beta = beta.float().unbind(0)  # read at the sampled pixels only (losses._sample_pixels)
         # unbind, not [b]: autograd then stacks the per-image gradients once instead of allocating a
         # zero-filled batch-sized gradient per indexing (14% of a CPU step).
-        return self.loss(log_probs.unbind(0), targets, alpha=alpha, embeddings=beta)
+        return self.loss(log_probs.unbind(0), targets, alpha=alpha, embeddings=beta, iteration=iteration)
 
     def _present_attention(self, alpha_logits, classes, size):
         """sigmoid(alpha) of the image's present classes at input resolution: (K, H, W); K may be 0."""

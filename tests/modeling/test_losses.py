@@ -397,6 +397,16 @@ def test_box2seg_loss_terms_weights_and_batch_mean():
         Box2SegLoss(terms=["gc"])(lp[:, :, :5], ts)
     pre = Box2SegLoss(aff_num_samples=32, w_aff_pre=3.0).pretrain(emb, ts, torch.Generator().manual_seed(0))
     assert set(pre) == {"loss_aff_pre"} and torch.isfinite(pre["loss_aff_pre"])
+    # attention terms from their start iteration on; before it alpha is not needed
+    late = Box2SegLoss(aff_num_samples=32, attention_start_iter=5)
+    early = late(lp, ts, embeddings=emb, generator=torch.Generator().manual_seed(0), iteration=4)
+    assert set(early) == {"loss_gc", "loss_bg", "loss_aff"}
+    for k in early:
+        assert early[k].item() == pytest.approx(full[k].item())
+    assert set(late(lp, ts, alpha, emb, torch.Generator().manual_seed(0), iteration=5)) == set(full)
+    assert set(late(lp, ts, alpha, emb, torch.Generator().manual_seed(0))) == set(full)  # no iteration: all
+    with pytest.raises(ValueError, match="attention_start_iter"):
+        Box2SegLoss(attention_start_iter=-1)
 
 
 def test_601_classes_and_open_images_background():

@@ -79,6 +79,22 @@ def test_iteration_decides_pretraining_phase():
         assert set(model(batch)) == {"loss_gc", "loss_fg", "loss_bg", "loss_fr", "loss_aff"}
 
 
+def test_attention_terms_start_at_their_iteration():
+    model, cfg = _model(**{"MODEL.BOX2SEG.PRETRAIN_ITERS": 1, "MODEL.BOX2SEG.LOSS.ATTENTION_START_ITER": 3})
+    model.train()
+    batch = tiny_batch(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)
+    with EventStorage(start_iter=2):
+        losses = model(batch)
+        assert set(losses) == {"loss_gc", "loss_bg", "loss_aff"}
+        sum(losses.values()).backward()
+        assert all(p.grad is None for p in model.decoders.alpha_head.parameters())  # branch not evaluated
+    with EventStorage(start_iter=3):
+        assert set(model(batch)) == {"loss_gc", "loss_fg", "loss_bg", "loss_fr", "loss_aff"}
+    model.eval()
+    with torch.no_grad():  # no trainer, no iteration: inference is unaffected
+        assert "sem_seg" in model(batch[:1])[0]
+
+
 def test_disabled_terms_skip_their_branches():
     model, cfg = _model(**{"MODEL.BOX2SEG.LOSS.TERMS": ["gc", "bg"]})
     model.train()
