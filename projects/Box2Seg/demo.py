@@ -71,9 +71,9 @@ def load_trained(cfg):
 
 
 def _train_seed_process(config_file, opts, seed, output_dir, threads):
-    """One seed's training in its own process: on a small CPU, one thread per seed with the seeds side by
-    side runs about 1.7x more iterations per minute than the seeds one after the other on all threads
-    (PyTorch's CPU kernels scale poorly from 1 to 2 threads at these tensor sizes; bench/RESULTS.md)."""
+    """One seed's training in its own process: on 2 cores, two seeds side by side with one thread each run
+    1.28x more iterations per minute than one after the other with two threads (PyTorch's CPU kernels scale
+    poorly from 1 to 2 threads at these tensor sizes; bench/train_speed.py, bench/RESULTS.md)."""
     torch.set_num_threads(threads)
     cfg = build_cfg(config_file, opts, seed, output_dir)
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
