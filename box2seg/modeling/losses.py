@@ -41,6 +41,7 @@ __all__ = [
     "gather_present",
     "Box2SegLoss",
     "LOSS_TERMS",
+    "ATTENTION_TERMS",
     "AFFINITY_DETACH",
 ]
 

@@ -2,9 +2,10 @@
 
 Training has two phases decided by the iteration counter alone (so ``--resume`` is exact): the first
 ``PRETRAIN_ITERS`` iterations train only the encoder and embedding decoder with L_A_pre on the GrabCut
-maps; then all losses train jointly (L_fg and L_fr from ``LOSS.ATTENTION_START_ITER`` on, if later). Inference runs the y branch only and returns
-``[{"sem_seg": (L+1, H, W) probabilities}]`` for SemSegEvaluator, plus ``"box_masks"`` (one mask per input
-annotation, box-conditioned) when the input carries its boxes.
+maps; then all losses train jointly (L_fg and L_fr from ``LOSS.ATTENTION_START_ITER`` on, if that is later).
+Inference runs the y branch only and returns ``[{"sem_seg": (L+1, H, W) probabilities}]`` for
+SemSegEvaluator, plus ``"box_masks"`` (one mask per input annotation, box-conditioned) when the input carries
+its boxes.
 """
 import torch
 import torch.nn.functional as F
