@@ -6,7 +6,7 @@
     # train the demo on the TRUE masks instead of GrabCut's (what the architecture and budget allow with
     # perfect labels); everything after --  goes to projects/Box2Seg/demo.py
     python bench/shapes_diagnostics.py true-masks -- --jobs 1 --seeds 0 --output /tmp/oracle --opts ...
-    # score a checkpoint with the class and the foreground box rules
+    # score a checkpoint with the class and the foreground box rules, and by class
     python bench/shapes_diagnostics.py rescore CONFIG WEIGHTS [KEY VALUE ...]
 
 ``true-masks`` is a diagnostic, not a training mode: it swaps the mapper's GrabCut map for the dataset's
@@ -88,6 +88,29 @@ def rescore(config_file, weights, opts):
     scores = score_model(model, engine.build_test_loader(cfg, val), val, records, extra_box_rules=rules)
     for method, s in scores.items():
         print(f"{method}: semantic mIoU {100 * s['semantic_mIoU']:.1f}, instance IoU {100 * s['instance_mIoU']:.1f}")
+    print("box-conditioned per-instance IoU by class:", _instance_iou_by_class(model, cfg, val, records))
+
+
+def _instance_iou_by_class(model, cfg, dataset_name, records):
+    """Mean per-instance IoU of the model's own box-conditioned masks, by class name."""
+    import torch
+    from detectron2.data import MetadataCatalog
+
+    from box2seg import engine
+    from box2seg.evaluation.instance_iou import annotation_mask
+
+    names = MetadataCatalog.get(dataset_name).thing_classes
+    by_file = {r["file_name"]: r for r in records}
+    ious = {name: [] for name in names}
+    with torch.no_grad():
+        for inputs in engine.build_test_loader(cfg, dataset_name):
+            for inp, out in zip(inputs, model(inputs)):
+                record = by_file[inp["file_name"]]
+                masks = out["box_masks"].cpu().numpy()
+                for k, ann in enumerate(record["annotations"]):
+                    gt = annotation_mask(ann["segmentation"], record["height"], record["width"])
+                    ious[names[ann["category_id"]]].append((gt & masks[k]).sum() / max((gt | masks[k]).sum(), 1))
+    return {name: round(100 * float(np.mean(v)), 1) for name, v in ious.items() if v}
 
 
 def main():
