@@ -90,7 +90,7 @@ def main():
         DetectionCheckpointer(model).load(final)
         scores = score_model(model, engine.build_test_loader(cfg, DATASET), DATASET, records,
                              os.path.join(args.output, f"overlays_{variant}"),
-                             extra_box_rules=[r for r in args.extra_box_rules if r != cfg.MODEL.BOX2SEG.TEST.BOX_RULE])
+                             extra_box_rules=args.extra_box_rules)
         results[variant] = dict(results["baselines"], **{f"{k}": v for k, v in scores.items()})
         print(f"{variant}: trained in {seconds[variant] / 60:.1f} min", flush=True)
 

@@ -30,7 +30,7 @@ def grabcut_classes(splits):
 
     from box2seg.data.datasets.shapes import SHAPES_CLASSES
     from box2seg.data.grabcut import GrabCutSettings, attach_grabcut_files, load_instance_map
-    from box2seg.evaluation.instance_iou import annotation_mask
+    from box2seg.evaluation.instance_iou import annotation_mask, mask_ious
 
     for split in splits:
         name = f"box2seg_shapes_{split}"
@@ -38,11 +38,11 @@ def grabcut_classes(splits):
         attach_grabcut_files(name, records, GrabCutSettings())
         ious = {c: [] for c in range(len(SHAPES_CLASSES))}
         for record in records:
-            painted = load_instance_map(record)
-            for k, ann in enumerate(record["annotations"]):
-                gt = annotation_mask(ann["segmentation"], record["height"], record["width"])
-                mask = painted == k + 1
-                ious[ann["category_id"]].append((gt & mask).sum() / max((gt | mask).sum(), 1))
+            anns = record["annotations"]
+            painted = load_instance_map(record)[None] == (np.arange(len(anns)) + 1)[:, None, None]
+            gt = np.stack([annotation_mask(a["segmentation"], record["height"], record["width"]) for a in anns])
+            for ann, iou in zip(anns, mask_ious(painted, gt)):
+                ious[ann["category_id"]].append(iou)
         print(f"{split}: GrabCut per-instance IoU by class (painted masks)")
         for c, values in ious.items():
             print(f"  {SHAPES_CLASSES[c]:9s} {100 * np.mean(values):5.1f}  n={len(values):3d}  "
@@ -71,7 +71,7 @@ def true_masks(demo_args):
 
 def rescore(config_file, weights, opts):
     from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.data import DatasetCatalog
+    from detectron2.data import DatasetCatalog, MetadataCatalog
     from train_net import Trainer
 
     from box2seg import engine
@@ -84,33 +84,13 @@ def rescore(config_file, weights, opts):
     DetectionCheckpointer(model).load(weights)
     (val,) = cfg.DATASETS.TEST
     records = DatasetCatalog.get(val)
-    rules = tuple(r for r in ("class", "foreground") if r != cfg.MODEL.BOX2SEG.TEST.BOX_RULE)
-    scores = score_model(model, engine.build_test_loader(cfg, val), val, records, extra_box_rules=rules)
+    scores = score_model(model, engine.build_test_loader(cfg, val), val, records,
+                         extra_box_rules=("class", "foreground"))
     for method, s in scores.items():
         print(f"{method}: semantic mIoU {100 * s['semantic_mIoU']:.1f}, instance IoU {100 * s['instance_mIoU']:.1f}")
-    print("box-conditioned per-instance IoU by class:", _instance_iou_by_class(model, cfg, val, records))
-
-
-def _instance_iou_by_class(model, cfg, dataset_name, records):
-    """Mean per-instance IoU of the model's own box-conditioned masks, by class name."""
-    import torch
-    from detectron2.data import MetadataCatalog
-
-    from box2seg import engine
-    from box2seg.evaluation.instance_iou import annotation_mask
-
-    names = MetadataCatalog.get(dataset_name).thing_classes
-    by_file = {r["file_name"]: r for r in records}
-    ious = {name: [] for name in names}
-    with torch.no_grad():
-        for inputs in engine.build_test_loader(cfg, dataset_name):
-            for inp, out in zip(inputs, model(inputs)):
-                record = by_file[inp["file_name"]]
-                masks = out["box_masks"].cpu().numpy()
-                for k, ann in enumerate(record["annotations"]):
-                    gt = annotation_mask(ann["segmentation"], record["height"], record["width"])
-                    ious[names[ann["category_id"]]].append((gt & masks[k]).sum() / max((gt | masks[k]).sum(), 1))
-    return {name: round(100 * float(np.mean(v)), 1) for name, v in ious.items() if v}
+    names = MetadataCatalog.get(val).thing_classes
+    by_class = scores["Box2Seg box-conditioned"]["instance_mIoU-by-class"]
+    print("box-conditioned per-instance IoU by class:", {names[c]: round(100 * v, 1) for c, v in by_class.items()})
 
 
 def main():

@@ -46,13 +46,13 @@ def score_model(model, data_loader, dataset_name, records, overlay_dir=None, num
     """Scores of a Box2Seg model's image-only prediction (argmax; per box, the pixels of its class inside
     it) and box-conditioned masks (the model's own rule); optionally writes the first overlays.
     ``extra_box_rules`` (e.g. ("foreground",)) also scores those rules on the same forward passes, as
-    "Box2Seg box-conditioned (RULE rule)"."""
+    "Box2Seg box-conditioned (RULE rule)"; the model's own rule is already the box-conditioned row."""
     from ..visualize import write_overlay
 
     meta = MetadataCatalog.get(dataset_name)
     by_file = {r["file_name"]: r for r in records}
     image_only, conditioned = _scorer(dataset_name), _scorer(dataset_name)
-    extra = {rule: _scorer(dataset_name) for rule in extra_box_rules}
+    extra = {rule: _scorer(dataset_name) for rule in extra_box_rules if rule != getattr(model, "box_rule", None)}
     written = 0
     model.eval()
     for inputs in data_loader:

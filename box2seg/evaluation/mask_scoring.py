@@ -68,7 +68,7 @@ class MaskScorer:
         self.ignore_label = ignore_label
         n = num_classes + 1
         self._conf = np.zeros((n + 1, n + 1), dtype=np.int64)  # [pred, gt], last row/col = ignore
-        self._ious, self._areas = [], []
+        self._ious, self._areas, self._classes = [], [], []
 
     def add(self, record, masks, gt_labels=None, semantic_labels=None):
         annotations = record.get("annotations", [])
@@ -81,6 +81,7 @@ class MaskScorer:
             gt = np.stack([annotation_mask(annotations[i]["segmentation"], height, width) for i in scored])
             self._ious.extend(mask_ious(masks[scored], gt).tolist())
             self._areas.extend(gt.reshape(len(gt), -1).sum(1).tolist())
+            self._classes.extend(int(annotations[i]["category_id"]) for i in scored)
         if gt_labels is None:
             return
         if semantic_labels is None:
@@ -98,8 +99,11 @@ class MaskScorer:
         )
 
     def summary(self):
-        """{"semantic_mIoU": .., "instance_mIoU": .., "instance_mIoU-small": .., counts}, IoUs in [0, 1]."""
+        """{"semantic_mIoU": .., "instance_mIoU": .., "instance_mIoU-small": .., counts,
+        "instance_mIoU-by-class": {contiguous class id: mean IoU}}, IoUs in [0, 1]."""
         inst = summarize_instance_ious(self._ious, self._areas)
         out = {"semantic_mIoU": fixed_miou(self._conf) if self._conf.sum() else float("nan")}
         out.update({f"instance_{k}": v for k, v in inst.items()})
+        ious, classes = np.asarray(self._ious, dtype=np.float64), np.asarray(self._classes, dtype=np.int64)
+        out["instance_mIoU-by-class"] = {int(c): float(ious[classes == c].mean()) for c in np.unique(classes)}
         return out

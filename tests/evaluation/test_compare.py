@@ -15,6 +15,8 @@ DATASET = "box2seg_test_compare"
 class SplitMassModel(torch.nn.Module):
     """Inside the box the foreground mass (0.6) is split over two classes, each below background (0.4)."""
 
+    box_rule = "class"  # the rule its box_masks follow, as Box2Seg.box_rule
+
     def forward(self, inputs):
         probs = torch.zeros((3, 8, 8))
         probs[0] = 1.0
@@ -32,7 +34,9 @@ def test_extra_box_rules_are_scored_on_the_same_forward_pass(tmp_path):
     record = {"file_name": "x.png", "height": 8, "width": 8, "sem_seg_file_name": str(tmp_path / "gt.png"),
               "annotations": [{"bbox": [0.0, 0.0, 4.0, 4.0], "category_id": 0, "segmentation": true_mask}]}
     loader = [[{"file_name": "x.png"}]]
-    scores = score_model(SplitMassModel(), loader, DATASET, [record], extra_box_rules=("foreground",))
+    scores = score_model(SplitMassModel(), loader, DATASET, [record], extra_box_rules=("class", "foreground"))
+    # The model's own rule is the plain box-conditioned row, not scored a second time.
+    assert "Box2Seg box-conditioned (class rule)" not in scores
     # The method's rule: class 0 (0.35) never beats background (0.4) -> empty mask; foreground rule: 0.6 > 0.4.
     assert scores["Box2Seg box-conditioned"]["instance_mIoU"] == 0.0
     assert scores["Box2Seg box-conditioned (foreground rule)"]["instance_mIoU"] == 1.0

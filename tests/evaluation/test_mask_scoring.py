@@ -35,3 +35,16 @@ def test_scorer_perfect_and_absent_class():
     scorer2 = MaskScorer(num_classes=2, ignore_label=255)
     scorer2.add(record, gt_mask[None], gt_labels, semantic_labels=wrong)
     assert scorer2.summary()["semantic_mIoU"] == pytest.approx((74 / 84 + 1.0) / 2)
+
+
+def test_scorer_instance_iou_by_class():
+    poly = [[2, 2, 6, 2, 6, 6, 2, 6]]  # a 4x4 square
+    anns = [{"bbox": [2, 2, 6, 6], "category_id": c, "iscrowd": 0, "segmentation": poly} for c in (1, 1, 0)]
+    record = {"file_name": "x", "height": 10, "width": 10, "annotations": anns}
+    full, half, none = np.zeros((3, 10, 10), bool)
+    full[2:6, 2:6] = True
+    half[2:6, 2:4] = True
+    scorer = MaskScorer(num_classes=2, ignore_label=255)
+    scorer.add(record, np.stack([full, half, none]))
+    by_class = scorer.summary()["instance_mIoU-by-class"]
+    assert by_class == {1: pytest.approx(0.75), 0: pytest.approx(0.0)}
