@@ -311,13 +311,11 @@ class Box2SegLoss(nn.Module):
             return tuple(t for t in self.terms if t not in ATTENTION_TERMS)
         return self.terms
 
-    @property
-    def needs_alpha(self) -> bool:
-        return any(t in self.terms for t in ATTENTION_TERMS)
-
-    @property
-    def needs_embeddings(self) -> bool:
-        return "aff" in self.terms
+    def branches(self, iteration: Optional[int] = None) -> Tuple[str, ...]:
+        """The decoder branches the active terms read at ``iteration``: always "y"; "alpha" for L_fg / L_fr,
+        "beta" for L_A. The model runs only these (a switched-off or not yet started term costs nothing)."""
+        terms = self.active_terms(iteration)
+        return ("y",) + ("alpha",) * any(t in terms for t in ATTENTION_TERMS) + ("beta",) * ("aff" in terms)
 
     def sample(self, t: ImageTargets, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         return sample_affinity_pixels(
@@ -354,7 +352,7 @@ class Box2SegLoss(nn.Module):
             iteration: the training iteration, for :meth:`active_terms` (None: all enabled terms).
         """
         terms = self.active_terms(iteration)
-        needs_alpha = any(t in terms for t in ATTENTION_TERMS)
+        needs_alpha = "alpha" in self.branches(iteration)
         bsz = len(targets)
         if bsz == 0:
             raise ValueError("Box2SegLoss: empty batch")

@@ -19,7 +19,7 @@ from torch import nn
 
 from .box_conditioned import box_conditioned_masks
 from .decoders import build_box2seg_decoders
-from .losses import ATTENTION_TERMS, LOSS_TERMS, Box2SegLoss
+from .losses import LOSS_TERMS, Box2SegLoss
 from .targets import build_targets, unlabelled_classes
 
 __all__ = ["Box2Seg"]
@@ -160,9 +160,7 @@ class Box2Seg(nn.Module):
             return self.loss.pretrain(embeddings.unbind(0), targets)
 
         iteration = _current_iteration()
-        terms = self.loss.active_terms(iteration)
-        branches = ("y",) + ("alpha",) * any(t in terms for t in ATTENTION_TERMS) + ("beta",) * ("aff" in terms)
-        out = self.decoders.forward_branches(features, branches)  # disabled terms' branches never run
+        out = self.decoders.forward_branches(features, self.loss.branches(iteration))
         y, alpha, beta = out["y"], out.get("alpha"), out.get("beta")
         log_probs = F.log_softmax(self._upsample(y, size).float(), dim=1)
         if alpha is not None:

@@ -405,6 +405,10 @@ def test_box2seg_loss_terms_weights_and_batch_mean():
         assert early[k].item() == pytest.approx(full[k].item())
     assert set(late(lp, ts, alpha, emb, torch.Generator().manual_seed(0), iteration=5)) == set(full)
     assert set(late(lp, ts, alpha, emb, torch.Generator().manual_seed(0))) == set(full)  # no iteration: all
+    # the branches the model must run follow the active terms
+    assert late.branches(4) == ("y", "beta") and late.branches(5) == ("y", "alpha", "beta")
+    assert Box2SegLoss(terms=["gc", "bg"]).branches() == ("y",)
+    assert Box2SegLoss(terms=["gc", "fr"]).branches(0) == ("y", "alpha")
     with pytest.raises(ValueError, match="attention_start_iter"):
         Box2SegLoss(attention_start_iter=-1)
 
