@@ -37,12 +37,21 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 DEFAULT_CONFIG = os.path.join(REPO, "configs", "cpu", "box2seg_lite0_shapes.yaml")
 
 
+def seed_dir(output_dir, seed):
+    return os.path.join(output_dir, f"seed{seed}")
+
+
+def final_weights(run_dir):
+    """A finished run's checkpoint; its presence is what marks the run finished."""
+    return os.path.join(run_dir, "model_final.pth")
+
+
 def build_cfg(config_file, opts, seed, output_dir):
     cfg = engine.get_box2seg_cfg()
     cfg.merge_from_file(config_file)
     cfg.merge_from_list(opts)
     cfg.SEED = seed
-    cfg.OUTPUT_DIR = os.path.join(output_dir, f"seed{seed}")
+    cfg.OUTPUT_DIR = seed_dir(output_dir, seed)
     cfg.MODEL.DEVICE = "cpu" if not torch.cuda.is_available() else cfg.MODEL.DEVICE
     cfg.freeze()
     engine.register_config_datasets(cfg)
@@ -52,7 +61,7 @@ def build_cfg(config_file, opts, seed, output_dir):
 
 def train(cfg):
     """Trains ``cfg`` unless its ``model_final.pth`` exists (finished runs are reused)."""
-    final = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
+    final = final_weights(cfg.OUTPUT_DIR)
     if os.path.exists(final):
         logger.info(f"reusing {final}")
         return
@@ -65,7 +74,7 @@ def train(cfg):
 
 def load_trained(cfg):
     model = Trainer.build_model(cfg)
-    DetectionCheckpointer(model).load(os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
+    DetectionCheckpointer(model).load(final_weights(cfg.OUTPUT_DIR))
     model.eval()
     return model
 
@@ -85,7 +94,7 @@ def _train_seed_process(config_file, opts, seed, output_dir, threads):
 
 def train_seeds(config_file, opts, seeds, output_dir, jobs):
     """Trains the seeds whose runs are not finished, ``jobs`` processes at a time (1 = in this process)."""
-    pending = [s for s in seeds if not os.path.exists(os.path.join(output_dir, f"seed{s}", "model_final.pth"))]
+    pending = [s for s in seeds if not os.path.exists(final_weights(seed_dir(output_dir, s)))]
     if jobs <= 1 or len(pending) <= 1:
         for seed in pending:
             train(build_cfg(config_file, opts, seed, output_dir))
