@@ -105,7 +105,8 @@ def file_lock(path, blocking=True, busy_message=None):
 
     An ``flock`` through the ``filelock`` package: the OS drops it when the holder's process dies (kill -9
     included), so a killed job never leaves a stale lock behind; the empty file stays, as waiters must share
-    its inode. Two ``file_lock`` calls on one path exclude each other within a process too (not re-entrant).
+    its inode. Not re-entrant: a second ``file_lock`` on a held path is busy in the holder's process too (in the
+same thread a blocking one raises filelock's deadlock RuntimeError instead of hanging).
     When the lock is busy, ``blocking=False`` raises :class:`CacheBusyError` with ``busy_message``;
     ``blocking=True`` logs ``busy_message`` once (if given) and waits.
     """
