@@ -1,0 +1,17 @@
+"""Box2Seg's engine: the one config set-up and dataset registration (``defaults``), data loaders that carry
+GrabCut labels and cache preparation (``data``), evaluators (``evaluators``), the solver (``solver``), the
+Trainer (``trainer``) and the train-and-score loop shared by the demo and the benchmarks (``runs``)."""
+from .data import build_test_loader, build_train_loader, evaluation_records, prepare_caches, train_dicts_with_grabcut
+from .defaults import check_num_classes, register_datasets, setup_cfg
+from .evaluators import build_evaluator
+from .runs import final_weights, load_model, train_and_score, train_runs, train_unless_finished
+from .solver import ConfigPolyLR, build_lr_scheduler, build_optimizer, optimizer_param_groups
+from .trainer import Trainer, TrainOnlyTrainer
+
+
+def get_box2seg_cfg():
+    """Old name (until every caller uses ``setup_cfg``): the default config, not frozen."""
+    return setup_cfg(freeze=False)
+
+
+register_config_datasets = register_datasets  # old name, until every caller uses register_datasets

@@ -1,0 +1,56 @@
+"""The one way a Box2Seg config is built (``setup_cfg``) and the one dataset-registration helper
+(``register_datasets``), as detectron2's ``engine/defaults.py`` is the one place its scripts set up from.
+Every entry point (train_net, the demo, export, predict, visualize, prepare-grabcut, the benchmarks)
+calls ``setup_cfg``; launch workers re-run ``register_datasets`` on the config they receive."""
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from ..config import add_box2seg_config
+from ..data.datasets.coco import register_coco_spec
+
+__all__ = ["check_num_classes", "register_datasets", "setup_cfg"]
+
+
+def setup_cfg(config_file=None, opts=(), coco_datasets=(), freeze=True):
+    """detectron2's defaults plus every Box2Seg key, then ``config_file``, then ``opts`` (KEY VALUE ...),
+    then ``coco_datasets`` ("NAME=JSON:IMAGE_ROOT", e.g. from ``--coco-dataset``) appended to
+    DATASETS.COCO_FORMAT; the config's COCO-format datasets are registered in this process.
+
+    ``freeze=False`` for callers that set more keys (seed, output folder) before freezing it themselves.
+    """
+    cfg = get_cfg()
+    add_box2seg_config(cfg)
+    if config_file:
+        cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    if coco_datasets:
+        cfg.BOX2SEG.COCO_DATASETS = list(cfg.BOX2SEG.COCO_DATASETS) + list(coco_datasets)
+    register_datasets(cfg)
+    if freeze:
+        cfg.freeze()
+    return cfg
+
+
+def register_datasets(cfg):
+    """Register DATASETS.COCO_FORMAT (NAME=JSON:IMAGE_ROOT) in this process; the same spec twice is a
+    no-op, so launch workers and spawned training processes simply call it again."""
+    for spec in cfg.BOX2SEG.COCO_DATASETS:
+        register_coco_spec(spec)
+
+
+def check_num_classes(cfg, dataset_names):
+    """MODEL.SEM_SEG_HEAD.NUM_CLASSES counts the y-branch's outputs as detectron2 does: background plus
+    the L foreground classes, i.e. len(stuff_classes). Say which dataset disagrees and what to set."""
+    expected = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+    for name in dataset_names:
+        if name not in DatasetCatalog.list():
+            raise KeyError(f"dataset {name!r} is not registered; known: {sorted(DatasetCatalog.list())}")
+        meta = MetadataCatalog.get(name)
+        if not hasattr(meta, "thing_classes"):
+            raise KeyError(f"dataset {name!r} has no thing_classes in its metadata")
+        if len(meta.thing_classes) + 1 != expected:
+            raise ValueError(
+                f"MODEL.SEM_SEG_HEAD.NUM_CLASSES={expected} but dataset {name!r} has {len(meta.thing_classes)} "
+                f"foreground classes plus background; set MODEL.SEM_SEG_HEAD.NUM_CLASSES "
+                f"{len(meta.thing_classes) + 1}"
+            )
