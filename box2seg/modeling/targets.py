@@ -14,169 +14,19 @@ map to 0..K-1), so nothing here ever allocates an L x H x W tensor; L = 601 (Ope
 Class conventions (team contract): ``classes`` are detectron2 contiguous foreground ids 0..L-1
 (``gt_classes``); the semantic label / softmax channel of class c is c + 1; label 0 is background.
 
-Rasterisation: pixel (x, y) belongs to box [x0, y0, x1, y1] (XYXY_ABS) iff its centre (x + 0.5, y + 0.5)
-lies in [x0, x1] x [y0, y1], i.e. ceil(x0 - 0.5) <= x <= floor(x1 - 0.5). Rather than comparing an
-(N, H, W) box-by-pixel grid, every box adds +1/-1 at the four corners of its pixel rectangle in a
-per-(image, class) difference array, and two cumulative sums give the number of covering boxes per pixel:
-memory O(groups x H x W) whatever the number of boxes, no Python loop over boxes or pixels.
+Rasterisation: the pixel-centre rule (``structures.PIXEL_CENTRES``): pixel (x, y) belongs to box
+[x0, y0, x1, y1] (XYXY_ABS) iff its centre (x + 0.5, y + 0.5) lies in [x0, x1] x [y0, y1]. Box masks and
+sure background are unions per (image, class) and per image, built by ``structures.box_union_mask``'s
+difference array: memory O(groups x H x W) whatever the number of boxes, no Python loop over boxes or pixels.
 """
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Union
 
 import torch
 
-__all__ = [
-    "ImageTargets",
-    "present_classes",
-    "box_masks",
-    "sure_background",
-    "filling_rates",
-    "unlabelled_classes",
-    "build_targets",
-]
+from ..structures import PIXEL_CENTRES, box_union_mask
 
-
-# ----------------------------------------------------------------------------------------------------
-# Low-level kernels
-# ----------------------------------------------------------------------------------------------------
-def _check_boxes(boxes: torch.Tensor, what: str = "boxes") -> torch.Tensor:
-    if boxes.dim() != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"{what}: expected an (N, 4) XYXY tensor, got shape {tuple(boxes.shape)}")
-    if boxes.numel() and not bool(torch.isfinite(boxes).all()):
-        bad = int((~torch.isfinite(boxes)).any(1).nonzero()[0, 0])
-        raise ValueError(f"{what}: box {bad} has a non-finite coordinate: {boxes[bad].tolist()}")
-    return boxes
-
-
-def _pixel_extents(boxes: torch.Tensor, height: int, width: int):
-    """Half-open integer pixel ranges [xs, xe) x [ys, ye) of the pixels whose centre lies in each box,
-    clipped to the image; empty boxes get xe == xs or ye == ys. Float64 so the edges are exact."""
-    b = boxes.to(torch.float64)
-    xs = torch.ceil(b[:, 0] - 0.5).clamp(0, width)
-    ys = torch.ceil(b[:, 1] - 0.5).clamp(0, height)
-    xe = (torch.floor(b[:, 2] - 0.5) + 1).clamp(0, width)
-    ye = (torch.floor(b[:, 3] - 0.5) + 1).clamp(0, height)
-    xe = torch.maximum(xe, xs)
-    ye = torch.maximum(ye, ys)
-    return xs.long(), ys.long(), xe.long(), ye.long()
-
-
-def _rasterise_groups(
-    boxes: torch.Tensor, group: torch.Tensor, num_groups: int, height: int, width: int
-) -> torch.Tensor:
-    """(G, H, W) bool: pixel covered by at least one box of the group (``group[n]`` in 0..G-1).
-
-    Difference array + two cumulative sums (see module docstring); integer arithmetic, so exact and
-    deterministic on every device."""
-    device = boxes.device
-    diff = torch.zeros(num_groups, height + 1, width + 1, dtype=torch.int32, device=device)
-    if boxes.shape[0] and num_groups:
-        xs, ys, xe, ye = _pixel_extents(boxes, height, width)
-        one = ((xe > xs) & (ye > ys)).to(torch.int32)  # empty boxes contribute nothing
-        g = group.to(device=device, dtype=torch.long).repeat(4)
-        y = torch.cat([ys, ys, ye, ye])
-        x = torch.cat([xs, xe, xs, xe])
-        v = torch.cat([one, -one, -one, one])
-        diff.index_put_((g, y, x), v, accumulate=True)
-    diff.cumsum_(1)
-    diff.cumsum_(2)
-    return diff[:, :height, :width] > 0
-
-
-def _lookup(values: torch.Tensor, table: torch.Tensor):
-    """Position of each value in ``table`` (1-D, unique, any order) and whether it was found."""
-    if table.numel() == 0:
-        return torch.zeros_like(values), torch.zeros_like(values, dtype=torch.bool)
-    sorted_t, order = torch.sort(table)
-    pos = torch.searchsorted(sorted_t, values).clamp(max=table.numel() - 1)
-    found = sorted_t[pos] == values
-    return order[pos], found
-
-
-# ----------------------------------------------------------------------------------------------------
-# Per-image API
-# ----------------------------------------------------------------------------------------------------
-def present_classes(classes: torch.Tensor, is_crowd: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Sorted unique foreground class ids (0..L-1) of the non-crowd boxes: the K classes that get a box
-    mask, an attention channel and a filling rate. (K,) int64 on ``classes``' device."""
-    classes = classes.long()
-    if is_crowd is not None:
-        classes = classes[~is_crowd.bool()]
-    return torch.unique(classes)
-
-
-def box_masks(
-    boxes: torch.Tensor,
-    classes: torch.Tensor,
-    is_crowd: Optional[torch.Tensor],
-    height: int,
-    width: int,
-    present: Optional[torch.Tensor] = None,
-    valid: Optional[torch.Tensor] = None,
-) -> torch.Tensor:
-    """Foreground box masks B(i, c) for the present classes.
-
-    Args:
-        boxes: (N, 4) float XYXY_ABS boxes in the (augmented) image's pixel frame.
-        classes: (N,) int foreground class ids 0..L-1.
-        is_crowd: (N,) bool/int or None; crowd boxes never make a foreground mask.
-        height, width: mask size.
-        present: (K,) class ids giving the output order; default ``present_classes(classes, is_crowd)``.
-            Boxes of classes not listed are dropped.
-        valid: optional (H, W) bool of non-ignore pixels; ignore pixels are cleared.
-    Returns:
-        (K, H, W) bool, channel k = union of the non-crowd boxes of class ``present[k]``.
-    """
-    _check_boxes(boxes)
-    classes = classes.to(boxes.device).long()
-    keep = torch.ones_like(classes, dtype=torch.bool)
-    if is_crowd is not None:
-        keep = ~is_crowd.to(boxes.device).bool()
-    if present is None:
-        present = present_classes(classes, ~keep)
-    present = present.to(boxes.device).long()
-    idx, found = _lookup(classes, present)
-    keep = keep & found
-    masks = _rasterise_groups(boxes[keep], idx[keep], present.numel(), height, width)
-    if valid is not None:
-        masks &= valid.to(masks.device)[None]
-    return masks
-
-
-def sure_background(
-    boxes: torch.Tensor, height: int, width: int, valid: Optional[torch.Tensor] = None
-) -> torch.Tensor:
-    """B(i, 0): (H, W) bool, pixel outside every box (pass *all* boxes, crowd ones included) and, when
-    ``valid`` is given, not an ignore pixel."""
-    _check_boxes(boxes)
-    group = torch.zeros(boxes.shape[0], dtype=torch.long, device=boxes.device)
-    bg = ~_rasterise_groups(boxes, group, 1, height, width)[0]
-    if valid is not None:
-        bg &= valid.to(bg.device)
-    return bg
-
-
-def filling_rates(
-    grabcut_labels: torch.Tensor, box_masks: torch.Tensor, present: torch.Tensor, ignore_label: int
-) -> torch.Tensor:
-    """eta_c = #{i non-ignore : M(i) = c + 1} / #{i non-ignore : B(i, c)} for each present class.
-
-    Args:
-        grabcut_labels: (H, W) int class map M (0 background, class + 1, ``ignore_label``).
-        box_masks: (K, H, W) bool from :func:`box_masks`.
-        present: (K,) class ids 0..L-1 of the mask channels.
-        ignore_label: ignore value of M.
-    Returns:
-        (K,) float32; 0 for a class whose box area (on non-ignore pixels) is 0 — such a class is skipped
-        by the losses, which test the area themselves.
-    """
-    labels = grabcut_labels.long()
-    valid = labels != ignore_label
-    area = (box_masks & valid[None]).flatten(1).sum(1)
-    fg = labels[valid & (labels >= 1)] - 1
-    pos, found = _lookup(fg, present.to(labels.device).long())
-    counts = torch.bincount(pos[found], minlength=present.numel())
-    return torch.where(area > 0, counts.double() / area.clamp(min=1).double(), 0.0).float()
+__all__ = ["ImageTargets", "unlabelled_classes", "build_targets"]
 
 
 def unlabelled_classes(
@@ -197,9 +47,6 @@ def unlabelled_classes(
     return (~known).nonzero().squeeze(1)
 
 
-# ----------------------------------------------------------------------------------------------------
-# Batched API
-# ----------------------------------------------------------------------------------------------------
 @dataclass
 class ImageTargets:
     """Targets of one training sample, all on the model's device, spatial size (H, W).
@@ -341,10 +188,10 @@ def build_targets(
     grp_img = ukeys // num_classes
     grp_cls = ukeys % num_classes
     box_grp = torch.searchsorted(ukeys, key)
-    masks = _rasterise_groups(boxes[nc], box_grp, groups, height, width)
+    masks = box_union_mask(boxes[nc], height, width, PIXEL_CENTRES, box_grp, groups)
     masks &= valid[grp_img]
     area = masks.flatten(1).sum(1)
-    sure_bg = ~_rasterise_groups(boxes, img, bsz, height, width) & valid
+    sure_bg = ~box_union_mask(boxes, height, width, PIXEL_CENTRES, img, bsz) & valid
 
     # GrabCut pixel counts per group: pixel key = image * L + (label - 1) for foreground pixels.
     fg = valid & (labels >= 1)

@@ -8,14 +8,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from box2seg.modeling.targets import (
-    box_masks,
-    build_targets,
-    filling_rates,
-    present_classes,
-    sure_background,
-    unlabelled_classes,
-)
+from box2seg.modeling.targets import build_targets, unlabelled_classes
 
 IGNORE = 255
 
@@ -99,15 +92,6 @@ def test_matches_python_loop(seed):
     assert torch.allclose(t.filling_rates, torch.tensor(ref_eta, dtype=torch.float32))
     assert torch.equal(t.sure_background, ref_bg)
     assert torch.equal(t.valid, labels != IGNORE)
-
-    # the per-image functions agree with the batched path
-    valid = labels != IGNORE
-    pc = present_classes(classes, crowd)
-    assert pc.tolist() == present
-    bm = box_masks(boxes, classes, crowd, h, w, pc, valid=valid)
-    assert torch.equal(bm, ref_masks)
-    assert torch.equal(sure_background(boxes, h, w, valid=valid), ref_bg)
-    assert torch.allclose(filling_rates(labels, bm, pc, IGNORE), torch.tensor(ref_eta, dtype=torch.float32))
 
 
 def test_pixel_centre_rule_and_degenerate_boxes():
@@ -199,12 +183,6 @@ def test_601_classes_are_compacted():
     assert t.filling_rates[0].item() == 0.0
     # nothing close to L x H x W: at most a few (K + 1) x (H + 1) x (W + 1) arrays
     assert rec.max_numel <= 4 * (h + 1) * (w + 1) < num_classes * h * w
-
-    # per-image API with an explicit present set: boxes of other classes are dropped, order kept
-    pc = torch.tensor([600, 0])
-    bm = box_masks(boxes, classes, crowd, h, w, pc, valid=labels[0] != 65535)
-    assert torch.equal(bm, t.box_masks[[2, 0]])
-    assert box_masks(boxes, classes, crowd, h, w, pc)[0, 0, 0]  # without ``valid`` the ignore pixel stays
 
 
 def test_unlabelled_classes():
