@@ -213,6 +213,23 @@ class Box2Seg(nn.Module):
             results.append(result)
         return results
 
+    def attention_maps(self, batched_inputs, classes=None):
+        """sigmoid(alpha), the attention branch's per-class maps, in each input's output frame.
+
+        Same path as :meth:`inference` (normalise, pad, upsample, crop, resize to "height" x "width"), one
+        scale, no flip. ``classes``: None (all L) or one sequence of contiguous class ids per input; only
+        those channels are upsampled (Open Images has 601). Returns a list of (K, height, width) tensors.
+        """
+        images = self._images(batched_inputs)
+        alpha = self.decoders.forward_alpha(self.backbone(images.tensor))  # (N, L, H'/4, W'/4) logits
+        results = []
+        for b, (x, image_size) in enumerate(zip(batched_inputs, images.image_sizes)):
+            logits = alpha[b] if classes is None else alpha[b, torch.as_tensor(classes[b]).long().to(alpha.device)]
+            logits = self._upsample(logits[None].float(), images.tensor.shape[-2:])[0]
+            height, width = x.get("height", image_size[0]), x.get("width", image_size[1])
+            results.append(torch.sigmoid(sem_seg_postprocess(logits, image_size, height, width)))
+        return results
+
     def _box_masks(self, sem_seg, instances, image_size, height, width):
         """One mask per input box in the output frame; crowd boxes get empty masks."""
         boxes = instances.gt_boxes.tensor.to(self.device).clone()

@@ -1,21 +1,37 @@
 """Box2Seg inference: output contract, flip / multi-scale test-time augmentation, box-conditioned masks,
-and the phase switch between embedding pre-training and joint training."""
+attention maps, and the phase switch between embedding pre-training and joint training."""
 import os
-import sys
 
 import box2seg  # noqa: F401
 import pytest
 import torch
+import torch.nn.functional as F
 from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from box2seg.engine import get_box2seg_cfg
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from test_configs import tiny_batch  # noqa: E402
-
 TINY = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                     "configs", "tests", "box2seg_tiny.yaml")
+
+
+def tiny_batch(num_classes, size=64, seed=0):
+    """Two images with two boxes each (classes 0 and L - 1) and GrabCut labels, as the mapper gives them."""
+    g = torch.Generator().manual_seed(seed)
+    batch = []
+    for _ in range(2):
+        inst = Instances((size, size))
+        inst.gt_boxes = Boxes(torch.tensor([[4.0, 6.0, 40.0, 50.0], [20.0, 10.0, 60.0, 30.0]]))
+        inst.gt_classes = torch.tensor([0, num_classes - 2])
+        inst.gt_is_crowd = torch.tensor([False, False])
+        labels = torch.zeros((size, size), dtype=torch.long)
+        labels[12:44, 8:36] = 1
+        labels[12:26, 24:56] = num_classes - 1
+        labels[:, -3:] = 255
+        batch.append({"image": torch.randint(0, 255, (3, size, size), generator=g, dtype=torch.uint8),
+                      "instances": inst, "grabcut_labels": labels, "height": size, "width": size})
+    return batch
 
 
 def _model(**overrides):
@@ -67,6 +83,31 @@ def test_output_resized_to_record_size_and_box_masks_inside_boxes():
         ys, xs = mask.nonzero(as_tuple=True)
         if len(ys):
             assert xs.min() + 0.5 >= x0 and xs.max() + 0.5 <= x1 and ys.min() + 0.5 >= y0 and ys.max() + 0.5 <= y1
+
+
+def _attention_by_hand(model, image, classes, height, width):
+    """What Box2SegPredictor.attention computed before the model had attention_maps (the reference)."""
+    x = (image.float() - model.pixel_mean) / model.pixel_std
+    h, w = x.shape[-2:]
+    x = F.pad(x, (0, (-w) % model.size_divisibility, 0, (-h) % model.size_divisibility))
+    alpha = model.decoders.forward_alpha(model.backbone(x[None]))[:, classes]
+    alpha = F.interpolate(alpha.float(), size=x.shape[-2:], mode="bilinear", align_corners=False)[..., :h, :w]
+    alpha = F.interpolate(alpha, size=(height, width), mode="bilinear", align_corners=False)
+    return torch.sigmoid(alpha[0])
+
+
+def test_attention_maps_match_the_inference_path():
+    model, cfg = _model()
+    num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES - 1
+    image = torch.randint(0, 255, (3, 50, 70), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    inputs = [{"image": image, "height": 100, "width": 140}]  # not a multiple of 32; resized back up
+    with torch.no_grad():
+        (maps,) = model.attention_maps(inputs, classes=[[2, 0]])
+        expected = _attention_by_hand(model, image, [2, 0], 100, 140)
+        (every,) = model.attention_maps(inputs)
+    assert maps.shape == (2, 100, 140) and torch.equal(maps, expected)
+    assert every.shape == (num_classes, 100, 140) and torch.equal(every[[2, 0]], maps)
+    assert 0 <= every.min() and every.max() <= 1
 
 
 def test_iteration_decides_pretraining_phase():
