@@ -9,26 +9,20 @@ import logging
 from collections import OrderedDict
 
 import numpy as np
-import pycocotools.mask as mask_util
 from detectron2.data import DatasetCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
+
+from ..structures import decode_segmentation
 
 logger = logging.getLogger(__name__)
 
 SIZE_BUCKETS = (("small", 0, 32**2), ("medium", 32**2, 96**2), ("large", 96**2, float("inf")))
 
 
-def annotation_mask(segmentation, height, width):
-    """Decode a COCO polygon list or RLE (compressed or not) to an (H, W) bool mask."""
-    if isinstance(segmentation, list):
-        rles = mask_util.frPyObjects(segmentation, height, width)
-        rle = mask_util.merge(rles)
-    elif isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
-        rle = mask_util.frPyObjects(segmentation, height, width)
-    else:
-        rle = segmentation
-    return mask_util.decode(rle).astype(bool)
+# Deprecated name of ``structures.decode_segmentation``, kept only until evaluation/score.py, visualize.py,
+# tests/test_export.py and bench/ import that instead.
+annotation_mask = decode_segmentation
 
 
 def mask_ious(pred_masks, gt_masks):
@@ -83,7 +77,7 @@ class BoxMaskIoUEvaluator(DatasetEvaluator):
             if not scored:
                 continue
             height, width = record["height"], record["width"]
-            gt = np.stack([annotation_mask(annotations[i]["segmentation"], height, width) for i in scored])
+            gt = np.stack([decode_segmentation(annotations[i]["segmentation"], height, width) for i in scored])
             self._ious.extend(mask_ious(pred[scored], gt).tolist())
             self._areas.extend(gt.reshape(len(gt), -1).sum(1).tolist())
 

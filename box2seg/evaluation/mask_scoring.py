@@ -7,14 +7,10 @@ least one ground-truth pixel of TP / (TP + FP + FN), ignore pixels excluded.
 import numpy as np
 
 from ..compat import fixed_miou
-from .instance_iou import annotation_mask, mask_ious, summarize_instance_ious
+from ..structures import PIXEL_CENTRES, box_areas, box_pixel_masks, decode_segmentation, ellipse_masks, record_boxes
+from .instance_iou import mask_ious, summarize_instance_ious
 
-__all__ = ["paint_box_masks", "filled_box_masks", "filled_ellipse_masks", "MaskScorer"]
-
-
-def _box_areas(boxes):
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+__all__ = ["paint_box_masks", "MaskScorer"]
 
 
 def paint_box_masks(masks, classes, boxes, height, width):
@@ -23,7 +19,7 @@ def paint_box_masks(masks, classes, boxes, height, width):
     labels = np.zeros((height, width), dtype=np.int64)
     if len(masks) == 0:
         return labels
-    order = np.argsort(-_box_areas(boxes), kind="stable")
+    order = np.argsort(-box_areas(boxes), kind="stable")
     stacked = np.asarray(masks, dtype=bool)[order]
     # The last mask in painting order that covers a pixel wins: argmax over the reversed stack.
     covered = stacked.any(0)
@@ -32,27 +28,15 @@ def paint_box_masks(masks, classes, boxes, height, width):
     return labels
 
 
-def _pixel_grid(boxes, height, width):
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    ys = np.arange(height, dtype=np.float64)[None, :, None] + 0.5
-    xs = np.arange(width, dtype=np.float64)[None, None, :] + 0.5
-    return boxes, ys, xs
-
-
 def filled_box_masks(boxes, height, width):
-    """(N, H, W) bool: pixel centres inside each xyxy box."""
-    boxes, ys, xs = _pixel_grid(boxes, height, width)
-    b = boxes[:, :, None, None]
-    return (xs >= b[:, 0]) & (xs <= b[:, 2]) & (ys >= b[:, 1]) & (ys <= b[:, 3])
+    """Deprecated: ``structures.box_pixel_masks(boxes, height, width, PIXEL_CENTRES)``; kept only until
+    ``evaluation/compare.py`` imports that instead."""
+    return box_pixel_masks(boxes, height, width, PIXEL_CENTRES)
 
 
 def filled_ellipse_masks(boxes, height, width):
-    """(N, H, W) bool: the ellipse inscribed in each xyxy box (the GrabCut fallback's shape)."""
-    boxes, ys, xs = _pixel_grid(boxes, height, width)
-    b = boxes[:, :, None, None]
-    cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
-    rx, ry = np.maximum((b[:, 2] - b[:, 0]) / 2, 1e-6), np.maximum((b[:, 3] - b[:, 1]) / 2, 1e-6)
-    return ((xs - cx) / rx) ** 2 + ((ys - cy) / ry) ** 2 <= 1.0
+    """Deprecated: ``structures.ellipse_masks``; kept only until ``evaluation/compare.py`` imports that."""
+    return ellipse_masks(boxes, height, width)
 
 
 class MaskScorer:
@@ -78,18 +62,15 @@ class MaskScorer:
             raise ValueError(f"{record['file_name']}: {len(masks)} masks for {len(annotations)} annotations")
         scored = [i for i, a in enumerate(annotations) if not a.get("iscrowd", 0) and "segmentation" in a]
         if scored:
-            gt = np.stack([annotation_mask(annotations[i]["segmentation"], height, width) for i in scored])
+            gt = np.stack([decode_segmentation(annotations[i]["segmentation"], height, width) for i in scored])
             self._ious.extend(mask_ious(masks[scored], gt).tolist())
             self._areas.extend(gt.reshape(len(gt), -1).sum(1).tolist())
             self._classes.extend(int(annotations[i]["category_id"]) for i in scored)
         if gt_labels is None:
             return
         if semantic_labels is None:
-            normal = [i for i, a in enumerate(annotations) if not a.get("iscrowd", 0)]
-            semantic_labels = paint_box_masks(
-                masks[normal], [annotations[i]["category_id"] for i in normal],
-                [annotations[i]["bbox"] for i in normal], height, width,
-            )
+            boxes, classes, crowd = record_boxes(record)
+            semantic_labels = paint_box_masks(masks[~crowd], classes[~crowd], boxes[~crowd], height, width)
         n = self.num_classes + 1
         gt = np.asarray(gt_labels, dtype=np.int64).copy()
         gt[gt == self.ignore_label] = n

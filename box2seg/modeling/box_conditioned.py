@@ -1,10 +1,11 @@
 """Box-conditioned masks: the y-branch's prediction turned into one mask per input box.
 
-For a box of class c, its mask is the pixels inside it whose argmax over {background, the classes of the
-boxes covering the pixel} is c. The argmax is restricted to the classes that are actually boxed there, so
-a confusion with an absent class cannot erase an object. Where several boxes of the winning class cover a
-pixel, the smallest box owns it (smaller objects are usually in front). Used by the demo, the instance
-IoU evaluator and the pseudo-mask export.
+For a box of class c, its mask is the pixels inside it (``structures.PIXEL_CENTRES``, the rule of the
+training targets) whose argmax over {background, the classes of the boxes covering the pixel} is c. The
+argmax is restricted to the classes that are actually boxed there, so a confusion with an absent class
+cannot erase an object. Where several boxes of the winning class cover a pixel, the smallest box owns it
+(smaller objects are usually in front). Used by the demo, the instance IoU evaluator and the pseudo-mask
+export.
 
 ``rule="foreground"`` (MODEL.BOX2SEG.TEST.BOX_RULE) is a variant for many classes and little data: a pixel
 inside boxes is foreground when the total foreground probability 1 - y(bg) beats y(bg), and then goes to
@@ -13,18 +14,17 @@ pixel's foreground mass over look-alike classes, so y(c) alone rarely beats y(bg
 """
 import torch
 
-__all__ = ["box_conditioned_masks", "annotation_box_masks", "boxes_inside", "BOX_RULES"]
+from ..structures import PIXEL_CENTRES, annotation_boxes, box_areas, box_pixel_masks
+
+__all__ = ["box_conditioned_masks", "annotation_box_masks", "BOX_RULES"]
 
 BOX_RULES = ("class", "foreground")
 
 
 def boxes_inside(boxes, height, width):
-    """(N, H, W) bool: pixel centres inside each xyxy box. One broadcast comparison, no loop over boxes."""
-    ys = torch.arange(height, device=boxes.device, dtype=boxes.dtype) + 0.5
-    xs = torch.arange(width, device=boxes.device, dtype=boxes.dtype) + 0.5
-    inside_y = (ys[None, :] >= boxes[:, 1:2]) & (ys[None, :] <= boxes[:, 3:4])  # (N, H)
-    inside_x = (xs[None, :] >= boxes[:, 0:1]) & (xs[None, :] <= boxes[:, 2:3])  # (N, W)
-    return inside_y[:, :, None] & inside_x[:, None, :]
+    """Deprecated: ``structures.box_pixel_masks(boxes, height, width, PIXEL_CENTRES)``; kept only until
+    ``evaluation/compare.py`` and ``tests/test_maskrcnn.py`` import that instead."""
+    return box_pixel_masks(boxes, height, width, PIXEL_CENTRES)
 
 
 def box_conditioned_masks(scores, boxes, classes, rule="class"):
@@ -48,7 +48,7 @@ def box_conditioned_masks(scores, boxes, classes, rule="class"):
         return torch.zeros((0, height, width), dtype=torch.bool, device=scores.device)
     boxes = boxes.to(scores.device, torch.float32)
     classes = classes.to(scores.device).long()
-    inside = boxes_inside(boxes, height, width)  # (N, H, W)
+    inside = box_pixel_masks(boxes, height, width, PIXEL_CENTRES)  # (N, H, W): the targets' rule
 
     present, box_to_present = torch.unique(classes, return_inverse=True)  # K classes, compact index per box
     # covered[k]: pixel inside at least one box of present class k. One-hot (N, K) reduction over boxes.
@@ -64,7 +64,7 @@ def box_conditioned_masks(scores, boxes, classes, rule="class"):
 
     # Each box claims the pixels labelled with its class; among claimants the smallest box wins.
     claims = inside & foreground[None] & (best_class[None] == box_to_present[:, None, None])
-    area = (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
+    area = box_areas(boxes)  # float32, as the boxes
     # Stable rank of each box by area (ties: lower index first), so ownership is deterministic.
     rank = torch.empty(num_boxes, dtype=torch.long, device=scores.device)
     order = torch.sort(area, stable=True).indices
@@ -75,11 +75,11 @@ def box_conditioned_masks(scores, boxes, classes, rule="class"):
 
 
 def annotation_box_masks(scores, annotations, rule="class"):
-    """(N, H, W) bool masks for a dataset record's N annotations (XYXY ``bbox``, contiguous ``category_id``),
-    as the model's own box masks: crowd annotations get empty masks and take no part in the rule."""
-    boxes = torch.tensor([a["bbox"] for a in annotations], dtype=torch.float32).reshape(-1, 4)
-    classes = torch.tensor([int(a["category_id"]) for a in annotations], dtype=torch.long)
-    crowd = torch.tensor([bool(a.get("iscrowd", 0)) for a in annotations], dtype=torch.bool)
+    """(N, H, W) bool masks for a dataset record's N annotations (``bbox`` in ``bbox_mode``, contiguous
+    ``category_id``), as the model's own box masks: crowd annotations get empty masks and take no part in
+    the rule."""
+    boxes, classes, crowd = (torch.from_numpy(v) for v in annotation_boxes(annotations))
+    boxes = boxes.to(torch.float32)
     masks = torch.zeros((len(annotations),) + tuple(scores.shape[-2:]), dtype=torch.bool)
     masks[~crowd] = box_conditioned_masks(scores, boxes[~crowd], classes[~crowd], rule).cpu()
     return masks

@@ -2,20 +2,15 @@ import box2seg  # noqa: F401
 import numpy as np
 import pytest
 
-from box2seg.evaluation.mask_scoring import MaskScorer, filled_box_masks, filled_ellipse_masks, paint_box_masks
+from box2seg.evaluation.mask_scoring import MaskScorer, paint_box_masks
+from box2seg.structures import PIXEL_CENTRES, box_pixel_masks
 
 
 def test_paint_smaller_box_wins_and_fills():
     boxes = [[0, 0, 8, 8], [2, 2, 4, 4]]
-    masks = filled_box_masks(boxes, 8, 8)
+    masks = box_pixel_masks(boxes, 8, 8, PIXEL_CENTRES)
     labels = paint_box_masks(masks, [0, 1], boxes, 8, 8)
     assert (labels[2:4, 2:4] == 2).all() and (labels == 1).sum() == 64 - 4
-
-
-def test_ellipse_inside_box_and_area():
-    m = filled_ellipse_masks([[0, 0, 40, 20]], 30, 50)[0]
-    assert not m[:, 40:].any() and not m[20:].any()
-    assert m.sum() == pytest.approx(np.pi * 20 * 10, rel=0.03)
 
 
 def test_scorer_perfect_and_absent_class():
