@@ -1,0 +1,118 @@
+"""The export folder: file names, locks, deterministic JSON, and the temporaries a killed job leaves.
+
+::
+
+    DIR/pseudo_masks.json                   the COCO JSON (unsharded run: at its end; sharded: ``--merge DIR``)
+    DIR/summary.json                        counts over the whole export (written with pseudo_masks.json)
+    DIR/labels/<image id>.png               argmax of ``sem_seg``: 0 background, class + 1 (uint8; uint16 when
+                                            the dataset's ignore_label is 65535)
+    DIR/parts/<image id>.json               one image's annotations: the resume state
+    DIR/shards/shard-IIIII-of-NNNNN.json    one shard's annotations (I, N zero-padded to five digits), written
+                                            when all its images are done
+    DIR/header.json                         the run's fingerprint and the JSON's non-annotation sections
+    DIR/.lock, DIR/.shard-I-of-N.lock       the folder's lock (header, merge) and one shard job's lock
+
+Every file is written by an atomic rename (:func:`box2seg.data.cache.atomic_write_bytes`), so a killed job
+leaves finished files and temporaries, never half a file; the next job removes the temporaries of its own
+files only, so a concurrent shard's in-flight ones are never touched.
+"""
+import contextlib
+import json
+import os
+import re
+from pathlib import Path
+
+from ..data.cache import CacheBusyError, file_lock
+
+__all__ = [
+    "ExportError",
+    "OUTPUT_FILE",
+    "HEADER_FILE",
+    "SUMMARY_FILE",
+    "shard_name",
+    "find_shards",
+    "shard_lock",
+    "dumps",
+    "read_json",
+    "remove_stale_temps",
+    "fingerprint_diff",
+]
+
+OUTPUT_FILE = "pseudo_masks.json"
+HEADER_FILE = "header.json"
+SUMMARY_FILE = "summary.json"
+_SHARD_FILE = re.compile(r"^shard-(\d+)-of-(\d+)\.json$")
+
+
+class ExportError(RuntimeError):
+    """A user-facing export problem (bad arguments, inconsistent folder, missing GrabCut labels)."""
+
+
+def shard_name(shard, num_shards):
+    """``shard-00003-of-00008.json``: zero-padded, so a listing sorts by shard."""
+    return f"shard-{shard:05d}-of-{num_shards:05d}.json"
+
+
+def find_shards(folder):
+    """``{N: {I: path}}`` of the shard files in ``folder``."""
+    found = {}
+    for path in sorted(Path(folder).glob("shard-*-of-*.json")):
+        match = _SHARD_FILE.match(path.name)
+        if match:
+            found.setdefault(int(match.group(2)), {})[int(match.group(1))] = path
+    return found
+
+
+@contextlib.contextmanager
+def shard_lock(output, shard, num_shards):
+    """Keep two jobs off one shard: the second fails at once (ExportError) rather than waiting to redo it."""
+    busy = f"another export of shard {shard}/{num_shards} is running on {output}"
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(file_lock(Path(output) / f".shard-{shard}-of-{num_shards}.lock", blocking=False,
+                                          busy_message=busy))
+        except CacheBusyError as e:
+            raise ExportError(str(e)) from None
+        yield
+
+
+def dumps(obj):
+    """Deterministic compact JSON (insertion order kept: the source JSON's key order)."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def read_json(path):
+    """The parsed file, or None when it is missing or unreadable (a part of another run, a torn copy)."""
+    try:
+        return json.loads(Path(path).read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
+def _temp_stem(name):
+    """The final file's stem of an ``atomic_path`` temporary name ``.{stem}.{random}.tmp{suffix}``, or None."""
+    if not name.startswith(".") or ".tmp" not in name:
+        return None
+    body = name[1:name.rindex(".tmp")]
+    return body.rsplit(".", 1)[0] if "." in body else None
+
+
+def remove_stale_temps(folder, stems):
+    """Remove temporaries a killed run left for files named ``stems`` (only this job's own files, so a
+    concurrent shard's in-flight temporaries are never touched)."""
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            stem = _temp_stem(entry.name)
+            if stem is not None and stem in stems:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(entry.path)
+                    removed += 1
+    return removed
+
+
+def fingerprint_diff(a, b):
+    """``"key: a != b, ..."`` over the fields two fingerprints disagree on."""
+    return ", ".join(f"{k}: {a.get(k)!r} != {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))

@@ -1,0 +1,232 @@
+"""The export job: one shard of a dataset through the model into the export folder, resumable.
+
+Every file is written by an atomic rename, an image's part last (after its label PNG), so a killed run
+leaves finished images and no half files; running the same job again skips them. Parts carry a fingerprint
+of dataset, model config, weights and GrabCut settings: a run with another model refuses to mix with them
+unless ``force``. Shards (records ``i`` with ``i % N == I``) can run as separate jobs on a shared folder;
+an unsharded run (N = 1) merges itself at the end.
+"""
+import contextlib
+import hashlib
+import json
+import logging
+import re
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
+from detectron2.modeling import build_model
+from detectron2.utils.file_io import PathManager
+from tqdm import tqdm
+
+from ..data.cache import annotations_hash, atomic_write_bytes, folder_lock, safe_name, stable_hash
+from ..data.datasets.common import ignore_label_for
+from ..data.grabcut import GrabCutSettings
+from ..data.mapper import Box2SegDatasetMapper
+from ..engine import check_num_classes
+from .folder import (HEADER_FILE, OUTPUT_FILE, ExportError, dumps, fingerprint_diff, read_json, remove_stale_temps,
+                     shard_lock, shard_name)
+from .masks import GrabCutMaps, image_part, record_masks, sum_stats
+from .merge import SHARD_FORMAT, merge_shards
+from .source import Source
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["EXPORT_VERSION", "parse_shard", "export_config", "export_fingerprint", "export_dataset"]
+
+EXPORT_VERSION = 1  # bump when the output format or the mask rule changes: part of the fingerprint
+
+
+def parse_shard(text):
+    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N``."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
+    if not match or int(match.group(2)) < 1 or int(match.group(1)) >= int(match.group(2)):
+        raise ExportError(f"--shard {text!r}: expected I/N with 0 <= I < N, e.g. 0/4")
+    return int(match.group(1)), int(match.group(2))
+
+
+def export_config(cfg, dataset_name):
+    """A frozen copy of ``cfg`` (from :func:`box2seg.engine.setup_cfg`) set up to export ``dataset_name``:
+    its class count checked against the dataset's, and DATASETS.TEST = the dataset (the test mapper reads
+    the dataset's ignore_label from there)."""
+    try:
+        check_num_classes(cfg, [dataset_name])
+    except (KeyError, ValueError) as e:
+        raise ExportError(str(e).strip('"')) from None
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.DATASETS.TEST = (dataset_name,)
+    cfg.freeze()
+    return cfg
+
+
+def _file_sha1(path):
+    digest = hashlib.sha1()
+    with open(PathManager.get_local_path(path), "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def export_fingerprint(cfg, dataset_name, dicts, source_digest, weights_digest, grabcut_key):
+    """What the exported masks depend on. Device and weight *paths* are left out (jobs on other machines)."""
+    model = json.loads(json.dumps(cfg.MODEL))
+    model.pop("WEIGHTS", None)
+    model.pop("DEVICE", None)
+    inputs = {k: cfg.INPUT[k] for k in ("MIN_SIZE_TEST", "MAX_SIZE_TEST", "FORMAT")}
+    return {
+        "version": EXPORT_VERSION,
+        "dataset": dataset_name,
+        "images": len(dicts),
+        "annotations_hash": annotations_hash(dicts),
+        "source_sha1": source_digest,
+        "config_hash": stable_hash({"MODEL": model, "INPUT": inputs}),
+        "weights_sha1": weights_digest,
+        "grabcut": grabcut_key,
+    }
+
+
+def _build_model(cfg):
+    model = build_model(cfg)
+    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    model.eval()
+    return model
+
+
+def _image_names(dataset_name, dicts):
+    """File-name-safe image ids, checked unique (two records of one id would overwrite each other's files)."""
+    names = [safe_name(r["image_id"]) for r in dicts]
+    if len(set(names)) != len(names):
+        seen = {}
+        for r, n in zip(dicts, names):
+            if n in seen:
+                raise ExportError(f"dataset {dataset_name!r}: images {seen[n]} and {r['file_name']} have the same "
+                                  f"image id {r['image_id']!r}; image ids must be unique")
+            seen[n] = r["file_name"]
+    return names
+
+
+def _write_header(output, fingerprint, source, dicts, force):
+    """Claim ``output`` for this fingerprint (under the folder lock): a folder of another export is refused,
+    or with ``force`` taken over (its stale merged JSON removed)."""
+    header_path = output / HEADER_FILE
+    existing = read_json(header_path) if header_path.is_file() else None
+    if existing is not None and existing.get("fingerprint") != fingerprint:
+        if not force:
+            raise ExportError(
+                f"{output} holds an export made with different inputs "
+                f"({fingerprint_diff(existing.get('fingerprint') or {}, fingerprint)}); use --force to "
+                "replace it or choose another --output")
+        with contextlib.suppress(FileNotFoundError):
+            (output / OUTPUT_FILE).unlink()  # stale: made by another model / dataset
+    remove_stale_temps(output, {Path(HEADER_FILE).stem})
+    if existing is None or existing.get("fingerprint") != fingerprint:
+        atomic_write_bytes(header_path, dumps({
+            "fingerprint": fingerprint, "header": source.header, "source_annotations": source.num_source,
+            "loaded_annotations": sum(len(r.get("annotations", [])) for r in dicts)}))
+
+
+def export_dataset(cfg, dataset_name, output, shard=(0, 1), force=False, progress=True, model=None):
+    """Export shard ``shard = (I, N)`` of ``dataset_name`` into ``output``; returns the summary dict.
+
+    ``cfg``: see :func:`export_config`. With N == 1 the run also writes ``output/pseudo_masks.json``.
+    ``model`` replaces the one built from ``cfg`` (tests); MODEL.WEIGHTS is still what the fingerprint hashes.
+    """
+    start = time.perf_counter()
+    index, num_shards = shard
+    output = Path(output).expanduser()
+    if dataset_name not in DatasetCatalog.list():
+        raise ExportError(f"dataset {dataset_name!r} is not registered (register a COCO-format dataset with "
+                          "--coco-dataset NAME=JSON:IMAGE_ROOT)")
+    if not cfg.MODEL.WEIGHTS:
+        raise ExportError("no model weights: add MODEL.WEIGHTS path/to/model_final.pth")
+    dicts = DatasetCatalog.get(dataset_name)
+    meta = MetadataCatalog.get(dataset_name)
+    ignore_label = meta.get("ignore_label", ignore_label_for(len(meta.thing_classes)))
+    label_dtype = np.uint8 if ignore_label == 255 else np.uint16
+    names = _image_names(dataset_name, dicts)
+
+    source = Source(dataset_name, dicts, meta)
+    settings = GrabCutSettings.from_config(cfg)
+    fingerprint = export_fingerprint(cfg, dataset_name, dicts, source.digest, _file_sha1(cfg.MODEL.WEIGHTS),
+                                     settings.key())
+    key = stable_hash(fingerprint)
+    parts_dir, labels_dir, shards_dir = output / "parts", output / "labels", output / "shards"
+    mine = [i for i in range(len(dicts)) if i % num_shards == index]
+    shard_file = shards_dir / shard_name(index, num_shards)
+
+    with shard_lock(output, index, num_shards):
+        with folder_lock(output):
+            _write_header(output, fingerprint, source, dicts, force)
+        stems = {names[i] for i in mine}
+        for folder in (parts_dir, labels_dir):
+            remove_stale_temps(folder, stems)
+        remove_stale_temps(shards_dir, {shard_file.stem})
+        if force:
+            with contextlib.suppress(FileNotFoundError):
+                shard_file.unlink()
+
+        parts = {}
+        if not force:
+            for i in mine:
+                part = read_json(parts_dir / f"{names[i]}.json")
+                if part is not None and part.get("fingerprint") == key and (labels_dir / f"{names[i]}.png").is_file():
+                    parts[i] = part
+        pending = [i for i in mine if i not in parts]
+        reused = len(parts)
+        logger.info("export %s shard %d/%d: %d images to compute, %d reused, into %s", dataset_name, index,
+                    num_shards, len(pending), reused, output)
+
+        grabcut_maps = GrabCutMaps(dataset_name, dicts, settings, cfg.BOX2SEG.GRABCUT.PREPARE_IF_MISSING)
+        if pending:
+            model = model if model is not None else _build_model(cfg)
+            mapper = Box2SegDatasetMapper(cfg, is_train=False)
+            loader = build_detection_test_loader([dicts[i] for i in pending], mapper=mapper,
+                                                 num_workers=cfg.DATALOADER.NUM_WORKERS)
+            bar = tqdm(total=len(pending), desc=f"export {dataset_name} {index}/{num_shards}", unit="img",
+                       disable=not progress, mininterval=1.0)
+            with contextlib.ExitStack() as stack, torch.no_grad():
+                stack.callback(bar.close)
+                for i, inputs in zip(pending, loader):
+                    record = dicts[i]
+                    (inp,) = inputs
+                    if inp["image_id"] != record["image_id"]:
+                        raise RuntimeError(f"loader order broke: expected image {record['image_id']!r}, got "
+                                           f"{inp['image_id']!r}")
+                    (out,) = model(inputs)
+                    labels = out["sem_seg"].argmax(0).to("cpu").numpy().astype(label_dtype)
+                    masks = record_masks(record, inp, out, cfg.MODEL.BOX2SEG.TEST.BOX_RULE)
+                    annotations, stats = image_part(i, record, masks, source, grabcut_maps)
+                    ok, png = cv2.imencode(".png", labels)
+                    if not ok:
+                        raise RuntimeError(f"cannot encode the label PNG of image {record['file_name']}")
+                    atomic_write_bytes(labels_dir / f"{names[i]}.png", png.tobytes())
+                    part = {"fingerprint": key, "image_id": record["image_id"], "stats": stats,
+                            "annotations": annotations}
+                    atomic_write_bytes(parts_dir / f"{names[i]}.json", dumps(part))  # last: marks it done
+                    parts[i] = part
+                    bar.update(1)
+
+        missing = [dicts[i]["image_id"] for i in mine if i not in parts]
+        if missing:
+            raise RuntimeError(f"export {dataset_name}: {len(missing)} images of shard {index}/{num_shards} were "
+                               f"not processed (first: {missing[:3]})")
+        annotations = sorted((a for i in mine for a in parts[i]["annotations"]), key=lambda item: item[0])
+        stats = sum_stats([parts[i]["stats"] for i in mine])
+        atomic_write_bytes(shard_file, dumps({
+            "format": SHARD_FORMAT, "fingerprint": fingerprint, "shard": index,
+            "num_shards": num_shards, "images": len(mine), "stats": stats, "annotations": annotations}))
+
+    summary = {"dataset": dataset_name, "shard": index, "num_shards": num_shards, "images": len(mine),
+               "computed": len(pending), "reused": reused, **stats, "grabcut_computed": grabcut_maps.computed,
+               "not_exported": None, "output": str(shard_file)}
+    if num_shards == 1:
+        merged = merge_shards(output, num_shards=1)
+        summary["output"] = merged["output"]
+        summary["not_exported"] = merged["not_exported"]
+    summary["seconds"] = time.perf_counter() - start
+    return summary
