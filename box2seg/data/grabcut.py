@@ -10,7 +10,8 @@ box's rectangle. Stored at the image's original resolution.
 Per box (:func:`grabcut_box`): ``cv2.grabCut`` with rectangle initialisation on a crop of the box plus a
 background margin (``margin`` x box side, at least ``min_margin`` px, clipped to the image), optionally
 downscaled so the crop's longer side is at most ``max_side`` (the mask is resized back, nearest). The box's
-pixels are those it touches: ``floor(x0) <= x < ceil(x1)`` (as the rectangle GrabCut is given). GrabCut's
+pixels are those it touches (``structures.PIXELS_TOUCHED``: ``floor(x0) <= x < ceil(x1)``, the rectangle
+GrabCut is given). GrabCut's
 GMM initialisation runs k-means on OpenCV's RNG, so the RNG is re-seeded before every box with
 ``seed + a stable value of (image id, annotation index)``: the result does not depend on worker count,
 processing order or resume. A degenerate box (side < 4 px), a failed run or an empty result (< 5% of the
@@ -35,7 +36,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
+from ..structures import PIXELS_TOUCHED, box_areas, box_union_mask, crop_to_extent, pixel_extents, record_boxes
 from .cache import annotations_hash, cache_root, safe_name, stable_hash
 
 __all__ = [
@@ -44,8 +47,6 @@ __all__ = [
     "annotation_seed",
     "grabcut_box",
     "ellipse_mask",
-    "box_pixel_extent",
-    "record_boxes",
     "paint_instance_map",
     "compute_instance_map",
     "instance_map_to_labels",
@@ -96,7 +97,7 @@ class GrabCutSettings:
 
     @classmethod
     def from_config(cls, cfg):
-        g = cfg.BOX2SEG.GRABCUT
+        g = cfg.GRABCUT
         return cls(iterations=g.ITERATIONS, margin=g.MARGIN, min_margin=g.MIN_MARGIN, max_side=g.MAX_SIDE,
                    seed=g.SEED)
 
@@ -118,13 +119,14 @@ class GrabCutSettings:
 # Per box
 
 
-def box_pixel_extent(box, height, width):
-    """Integer pixel extent ``(x0, y0, x1, y1)`` (end exclusive) of the pixels an XYXY box touches, clipped."""
-    x0 = min(max(math.floor(box[0]), 0), width)
-    y0 = min(max(math.floor(box[1]), 0), height)
-    x1 = min(max(math.ceil(box[2]), x0), width)
-    y1 = min(max(math.ceil(box[3]), y0), height)
-    return x0, y0, x1, y1
+def _touched_extent(box, height, width):
+    """``(x0, y0, x1, y1)`` Python ints: the pixels one XYXY box touches, clipped (``PIXELS_TOUCHED``)."""
+    return tuple(pixel_extents(np.asarray(box, np.float64).reshape(1, 4), height, width, PIXELS_TOUCHED)[0].tolist())
+
+
+# Deprecated names, kept only until bench/ (shapes_baselines.py, grabcut_quality.py) imports
+# ``structures.pixel_extents(..., PIXELS_TOUCHED)`` and ``structures.record_boxes`` instead.
+box_pixel_extent = _touched_extent
 
 
 def ellipse_mask(h, w):
@@ -150,7 +152,7 @@ def grabcut_box(image, box, settings, rng_seed, fallback=True):
     then (empty for a degenerate box or an error), ``fell_back`` still telling whether it would have fallen back.
     """
     height, width = image.shape[:2]
-    x0, y0, x1, y1 = extent = box_pixel_extent(box, height, width)
+    x0, y0, x1, y1 = extent = _touched_extent(box, height, width)
     raw = _grabcut_raw(image, box, extent, settings, rng_seed)
     bw, bh = x1 - x0, y1 - y0
     if raw is not None and raw.sum() >= MIN_FILL * bw * bh:
@@ -199,41 +201,11 @@ def _grabcut_raw(image, box, extent, settings, rng_seed):
     fg = ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.uint8)
     if scale != 1.0:
         fg = cv2.resize(fg, (cw, ch), interpolation=cv2.INTER_NEAREST)
-    return fg[y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0].astype(bool)
+    return crop_to_extent(fg, (x0 - cx0, y0 - cy0, x1 - cx0, y1 - cy0)).astype(bool)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Per image
-
-
-def record_boxes(record):
-    """``(boxes (N, 4) float64 XYXY_ABS, classes (N,) int64, crowd (N,) bool)`` of a dataset dict."""
-    anns = record.get("annotations", [])
-    boxes = np.zeros((len(anns), 4), np.float64)
-    for i, ann in enumerate(anns):
-        mode = int(ann.get("bbox_mode", 0))
-        b = [float(v) for v in ann["bbox"]]
-        if mode == 1:  # XYWH_ABS
-            b = [b[0], b[1], b[0] + b[2], b[1] + b[3]]
-        elif mode != 0:
-            raise ValueError(f"{record.get('file_name')}: annotation {i} has bbox_mode {mode}; GrabCut needs "
-                             "absolute boxes (XYXY_ABS, as every box2seg loader produces)")
-        boxes[i] = b
-    classes = np.array([int(a["category_id"]) for a in anns], np.int64)
-    crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], bool)
-    return boxes, classes, crowd
-
-
-def _rect_union(extents, height, width):
-    """(H, W) bool union of integer rectangles, via a 2-D difference array (O(N + HW), no per-box loop)."""
-    diff = np.zeros((height + 1, width + 1), np.int32)
-    if len(extents):
-        e = np.asarray(extents, np.int64).reshape(-1, 4)
-        np.add.at(diff, (e[:, 1], e[:, 0]), 1)
-        np.add.at(diff, (e[:, 1], e[:, 2]), -1)
-        np.add.at(diff, (e[:, 3], e[:, 0]), -1)
-        np.add.at(diff, (e[:, 3], e[:, 2]), 1)
-    return diff.cumsum(0).cumsum(1)[:height, :width] > 0
 
 
 def paint_instance_map(height, width, masks, extents, areas, indices, crowd_extents=()):
@@ -262,7 +234,9 @@ def paint_instance_map(height, width, masks, extents, areas, indices, crowd_exte
         lut[rank] = indices + 1
     out = lut[flat].reshape(height, width)
     if len(crowd_extents):
-        ignore = _rect_union(crowd_extents, height, width) & ~_rect_union(extents, height, width)
+        # Integer extents are their own touched pixels, so the union of the rectangles is exact.
+        crowd_area = box_union_mask(np.asarray(crowd_extents).reshape(-1, 4), height, width, PIXELS_TOUCHED)
+        ignore = crowd_area & ~box_union_mask(np.asarray(extents).reshape(-1, 4), height, width, PIXELS_TOUCHED)
         out[ignore] = IGNORE_INDEX
     return out
 
@@ -278,10 +252,11 @@ def compute_instance_map(image, record, settings):
     boxes, classes, crowd = record_boxes(record)
     if len(boxes) + 1 >= IGNORE_INDEX:
         raise ValueError(f"{record.get('file_name')}: {len(boxes)} annotations do not fit a 16-bit instance map")
+    touched, box_area = pixel_extents(boxes, height, width, PIXELS_TOUCHED), box_areas(boxes)
     masks, extents, areas, indices, crowd_extents, per_box = [], [], [], [], [], []
     for i, box in enumerate(boxes):
         if crowd[i]:
-            crowd_extents.append(box_pixel_extent(box, height, width))
+            crowd_extents.append(tuple(touched[i].tolist()))
             per_box.append([int(classes[i]), CROWD, 0.0])
             continue
         seed = annotation_seed(settings.seed, record.get("image_id"), i)
@@ -289,7 +264,7 @@ def compute_instance_map(image, record, settings):
         box_pixels = max(mask.size, 1)
         masks.append(mask)
         extents.append(extent)
-        areas.append(max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0))
+        areas.append(float(box_area[i]))
         indices.append(i)
         per_box.append([int(classes[i]), FALLBACK if fallback else GRABCUT, round(float(mask.sum()) / box_pixels, 5)])
     instance_map = paint_instance_map(height, width, masks, extents, areas, indices, crowd_extents)
@@ -312,11 +287,7 @@ def instance_map_to_labels(instance_map, classes, ignore_label):
     lut = np.full(IGNORE_INDEX + 1, ignore_label, dtype=np.int64)
     lut[0] = 0
     lut[1:len(classes_np) + 1] = np.where(classes_np >= 0, classes_np + 1, ignore_label)
-    try:
-        import torch
-    except ImportError:  # pragma: no cover
-        torch = None
-    if torch is not None and isinstance(instance_map, torch.Tensor):
+    if isinstance(instance_map, torch.Tensor):
         table = torch.as_tensor(lut, device=instance_map.device)
         out = table[instance_map.long()]
         return out.to(torch.uint8) if ignore_label == 255 else out

@@ -36,8 +36,8 @@ def test_settings_key_and_config():
     assert G.GrabCutSettings(max_side=256).key() != s.key()
     cfg = get_cfg()
     add_box2seg_config(cfg)
-    cfg.BOX2SEG.GRABCUT.MAX_SIDE = 384
-    cfg.BOX2SEG.GRABCUT.SEED = 3
+    cfg.GRABCUT.MAX_SIDE = 384
+    cfg.GRABCUT.SEED = 3
     assert G.GrabCutSettings.from_config(cfg) == G.GrabCutSettings(max_side=384, seed=3)
     assert G.GrabCutSettings(max_side=384, seed=3).cli_flags() == "--max-side 384 --seed 3"
     with pytest.raises(ValueError, match="iterations"):
