@@ -15,7 +15,6 @@ from ``instances``, so memory does not grow with the number of classes (Open Ima
 """
 import copy
 import logging
-import os
 
 import cv2
 import numpy as np
@@ -24,10 +23,12 @@ from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
-from detectron2.structures import Boxes, BoxMode, Instances
+from detectron2.structures import Boxes, Instances
 from fvcore.transforms.transform import PadTransform
 
-from .semseg_gt import read_label_map
+from ..structures import PIXELS_TOUCHED, box_union_mask, record_boxes
+from .datasets.common import ignore_label_for
+from .grabcut import instance_map_to_labels, load_instance_map
 
 __all__ = ["Box2SegDatasetMapper", "PadToSize", "build_box2seg_augmentations", "apply_segmentation"]
 
@@ -58,7 +59,7 @@ def build_box2seg_augmentations(cfg, is_train, ignore_label):
     """Training: resize (ResizeShortestEdge or ResizeScale), pad + absolute crop, flip. Test: resize only."""
     if not is_train:
         return [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")]
-    kind = cfg.INPUT.BOX2SEG_RESIZE
+    kind = cfg.INPUT.RESIZE_TYPE
     if kind == "ResizeShortestEdge":
         augs = [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN,
                                      cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING)]
@@ -68,7 +69,7 @@ def build_box2seg_augmentations(cfg, is_train, ignore_label):
     elif kind in ("", "none", "None"):
         augs = []
     else:
-        raise ValueError(f"INPUT.BOX2SEG_RESIZE={kind!r}: expected 'ResizeShortestEdge', 'ResizeScale' or 'none'")
+        raise ValueError(f"INPUT.RESIZE_TYPE={kind!r}: expected 'ResizeShortestEdge', 'ResizeScale' or 'none'")
     if cfg.INPUT.CROP.ENABLED:
         if cfg.INPUT.CROP.TYPE == "absolute":
             crop_h, crop_w = (int(v) for v in cfg.INPUT.CROP.SIZE)
@@ -94,27 +95,13 @@ def _label_dtype(ignore_label):
     return np.uint8 if ignore_label <= 255 else np.uint16
 
 
-def _read_label_png(path, ignore_label, what, file_name):
-    # PIL (read_label_map): palette PNGs give class indices, 16-bit PNGs stay 16-bit.
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{what} {path} (for image {file_name}) is missing")
-    try:
-        labels = read_label_map(path)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{what} {path} (for image {file_name}) is not a readable label PNG: {e}") from e
-    if labels.ndim != 2:
-        raise ValueError(f"{what} {path} (for image {file_name}) must be a single-channel PNG, got {labels.shape}")
-    return labels.astype(_label_dtype(ignore_label), copy=False)
-
-
 class Box2SegDatasetMapper:
     """Map a Box2Seg dataset dict to the model's input (see the contract in the module docstring).
 
     Output keys: ``image`` (uint8 CxHxW, ``image_format``), ``instances`` (gt_boxes, gt_classes,
     gt_is_crowd, in output-image coordinates), ``grabcut_labels`` (int64 HxW: 0 background, class + 1,
     ``ignore_label`` on padding / crowd / dropped boxes), ``height``, ``width``, ``file_name``,
-    ``image_id``, ``num_dropped_boxes``; ``sem_seg`` (true labels) only with ``use_true_masks``;
-    ``verified_classes`` when the record has it.
+    ``image_id``, ``num_dropped_boxes``; ``verified_classes`` when the record has it.
     """
 
     @configurable
@@ -126,14 +113,12 @@ class Box2SegDatasetMapper:
         image_format,
         ignore_label,
         min_box_area_kept=0.1,
-        use_true_masks=False,
     ):
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
         self.image_format = image_format
         self.ignore_label = int(ignore_label)
         self.min_box_area_kept = float(min_box_area_kept)
-        self.use_true_masks = bool(use_true_masks)
         self.num_dropped_boxes = 0  # in this process (DataLoader workers each keep their own)
         mode = "training" if is_train else "inference"
         logger.info(f"[Box2SegDatasetMapper] Augmentations used in {mode}: {augmentations}")
@@ -147,8 +132,6 @@ class Box2SegDatasetMapper:
             if hasattr(meta, "ignore_label"):
                 ignore_label = meta.ignore_label
             elif hasattr(meta, "thing_classes"):
-                from box2seg.data.datasets.common import ignore_label_for
-
                 ignore_label = ignore_label_for(len(meta.thing_classes))
         return {
             "is_train": is_train,
@@ -156,26 +139,10 @@ class Box2SegDatasetMapper:
             "image_format": cfg.INPUT.FORMAT,
             "ignore_label": ignore_label,
             "min_box_area_kept": cfg.INPUT.MIN_BOX_AREA_KEPT,
-            "use_true_masks": cfg.BOX2SEG.get("USE_TRUE_MASKS", False) if "BOX2SEG" in cfg else False,
         }
 
     # ------------------------------------------------------------------------------------------------
-    def _annotations(self, record):
-        anns = record.get("annotations", [])
-        n = len(anns)
-        boxes = np.zeros((n, 4), np.float64)
-        if n:
-            boxes[:] = [a["bbox"] for a in anns]
-            modes = np.array([int(a.get("bbox_mode", BoxMode.XYXY_ABS)) for a in anns])
-            for mode in set(modes.tolist()) - {int(BoxMode.XYXY_ABS)}:  # load-time code converts already
-                boxes[modes == mode] = BoxMode.convert(boxes[modes == mode], BoxMode(mode), BoxMode.XYXY_ABS)
-        classes = np.array([int(a["category_id"]) for a in anns], np.int64)
-        crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], bool)
-        return boxes, classes, crowd
-
     def _grabcut_class_map(self, record, classes, shape):
-        from box2seg.data import grabcut
-
         path = record.get("grabcut_file_name")
         if path is None:
             if self.is_train:
@@ -185,30 +152,21 @@ class Box2SegDatasetMapper:
                     "`box2seg prepare-grabcut --dataset NAME` for the training dataset, then train again."
                 )
             return None
-        instance_map = grabcut.load_instance_map(path)
+        instance_map = load_instance_map(path)
         if instance_map.shape[:2] != tuple(shape):
             raise ValueError(
                 f"GrabCut map {path} has size {instance_map.shape[:2]} but image {record['file_name']} has "
                 f"{tuple(shape)}; the cache entry is stale: rerun `box2seg prepare-grabcut`."
             )
-        labels = np.asarray(grabcut.instance_map_to_labels(instance_map, classes, self.ignore_label))
+        labels = np.asarray(instance_map_to_labels(instance_map, classes, self.ignore_label))
         return labels.astype(_label_dtype(self.ignore_label), copy=False)
 
     def __call__(self, dataset_dict):
         record = copy.deepcopy(dataset_dict)  # it will be modified below
         image = utils.read_image(record["file_name"], format=self.image_format)
         utils.check_image_size(record, image)
-        boxes, classes, crowd = self._annotations(record)
+        boxes, classes, crowd = record_boxes(record)
         grabcut_map = self._grabcut_class_map(record, classes, image.shape[:2])
-        true_map = None
-        if self.use_true_masks:
-            if "sem_seg_file_name" not in record:
-                raise KeyError(f"use_true_masks is set but image {record['file_name']} has no 'sem_seg_file_name'")
-            true_map = _read_label_png(record["sem_seg_file_name"], self.ignore_label, "semantic ground truth",
-                                       record["file_name"])
-            if true_map.shape != image.shape[:2]:
-                raise ValueError(f"semantic ground truth {record['sem_seg_file_name']} has size {true_map.shape} "
-                                 f"but image {record['file_name']} has {image.shape[:2]}")
 
         image_shape = image.shape[:2]
         aug_input = T.AugInput(image, boxes=boxes.copy())
@@ -240,10 +198,10 @@ class Box2SegDatasetMapper:
             if num_dropped:
                 # What is left of a dropped box is neither a target nor sure background: ignore it
                 # (except where a kept box's rectangle covers it: those pixels keep their label).
-                labels[_rect_mask(clipped[~keep], h, w) & ~_rect_mask(clipped[keep], h, w)] = self.ignore_label
+                # Touched pixels (structures.PIXELS_TOUCHED): a partly covered edge pixel is not sure background.
+                dropped = box_union_mask(clipped[~keep], h, w, PIXELS_TOUCHED)
+                labels[dropped & ~box_union_mask(clipped[keep], h, w, PIXELS_TOUCHED)] = self.ignore_label
             out["grabcut_labels"] = torch.from_numpy(np.ascontiguousarray(labels))
-        if true_map is not None:
-            out["sem_seg"] = torch.from_numpy(np.ascontiguousarray(apply_segmentation(transforms, true_map))).long()
         if "verified_classes" in record:
             out["verified_classes"] = torch.as_tensor(record["verified_classes"], dtype=torch.int64)
 
@@ -253,17 +211,3 @@ class Box2SegDatasetMapper:
         instances.gt_is_crowd = torch.as_tensor(crowd[keep], dtype=torch.bool)
         out["instances"] = instances
         return out
-
-
-def _rect_mask(boxes, h, w):
-    """Union of the pixels touched by XYXY ``boxes`` (vectorised over boxes)."""
-    if len(boxes) == 0:
-        return np.zeros((h, w), bool)
-    x0 = np.floor(boxes[:, 0]).astype(int)[:, None]
-    y0 = np.floor(boxes[:, 1]).astype(int)[:, None]
-    x1 = np.ceil(boxes[:, 2]).astype(int)[:, None]
-    y1 = np.ceil(boxes[:, 3]).astype(int)[:, None]
-    xs, ys = np.arange(w)[None], np.arange(h)[None]
-    in_x = (xs >= x0) & (xs < x1)  # (n, w)
-    in_y = (ys >= y0) & (ys < y1)  # (n, h)
-    return (in_y.T.astype(np.int32) @ in_x.astype(np.int32)) > 0  # (h, w): some box covers both

@@ -56,7 +56,7 @@ class _FixedCrop(T.Augmentation):
 def _cfg(resize="ResizeShortestEdge", crop=None, flip="horizontal"):
     cfg = get_cfg()
     add_box2seg_config(cfg)
-    cfg.INPUT.BOX2SEG_RESIZE = resize
+    cfg.INPUT.RESIZE_TYPE = resize
     cfg.INPUT.MIN_SIZE_TRAIN = (64, 96, 128)
     cfg.INPUT.MAX_SIZE_TRAIN = 400
     cfg.INPUT.RESIZE_SCALE = (0.5, 2.0)
@@ -185,24 +185,18 @@ def test_output_shapes_do_not_depend_on_the_number_of_classes(tmp_path):
         name = f"box2seg_test_mapper_{num_classes}"
         MetadataCatalog.get(name).set(thing_classes=[f"c{i}" for i in range(num_classes)], ignore_label=ignore)
         record = _write_record(tmp_path, boxes, classes, name=name)
-        truth = np.zeros((90, 120), np.uint16 if ignore > 255 else np.uint8)
-        truth[8:40, 5:45] = classes[0] + 1
-        truth[0:3] = ignore
-        cv2.imwrite(str(tmp_path / f"{name}_sem.png"), truth)
-        record["sem_seg_file_name"] = str(tmp_path / f"{name}_sem.png")
         record["verified_classes"] = classes
         cfg = _cfg(resize="ResizeShortestEdge", crop=(128, 128))
         cfg.DATASETS.TRAIN = (name,)
-        mapper = Box2SegDatasetMapper(cfg, is_train=True, use_true_masks=True)
+        mapper = Box2SegDatasetMapper(cfg, is_train=True)
         assert mapper.ignore_label == ignore
         np.random.seed(0)
         out = mapper(record)
-        labels, sem = out["grabcut_labels"], out["sem_seg"]
-        assert labels.dtype == sem.dtype == torch.int64
+        labels = out["grabcut_labels"]
+        assert labels.dtype == torch.int64 and "sem_seg" not in out
         assert set(labels.unique().tolist()) <= {0, classes[0] + 1, classes[1] + 1, ignore}
         assert classes[1] + 1 in labels.unique().tolist()
         assert (labels == ignore).any()  # padding up to the 128 crop
-        assert {classes[0] + 1, ignore} <= set(sem.unique().tolist())
         assert out["verified_classes"].tolist() == classes
         shapes[num_classes] = {k: tuple(v.shape) for k, v in out.items() if torch.is_tensor(v)}
         shapes[num_classes]["gt_classes"] = tuple(out["instances"].gt_classes.shape)
