@@ -4,7 +4,8 @@ A COCO-format dataset with masks has no semantic label maps; they are painted on
 annotations' polygons / RLE and cached as PNGs, so ``sem_seg_file_name`` works like any other semantic
 dataset. Painting rules: background 0, class ``c`` -> ``c + 1``, instances painted in descending mask
 area so a smaller object in front of a larger one wins, crowd regions = ignore, and a (non-crowd) box
-without a usable mask = ignore over its box (its true extent is unknown). Labels are uint8 PNGs when
+without a usable mask = ignore over the pixels its box touches (``structures.PIXELS_TOUCHED``: its true
+extent is unknown, and a partly covered edge pixel may hold it). Labels are uint8 PNGs when
 ``ignore_label`` is 255, uint16 PNGs when it is 65535.
 """
 import hashlib
@@ -18,52 +19,33 @@ import pycocotools.mask as mask_util
 from PIL import Image
 from tqdm import tqdm
 
+from ..structures import PIXELS_TOUCHED, annotation_boxes, box_areas, pixel_extents, segmentation_to_rle
 from .cache import annotations_hash, atomic_path, cache_root, safe_name, stable_hash
 
 logger = logging.getLogger(__name__)
-
-
-def segmentation_to_rle(segmentation, height, width):
-    """A compressed RLE of a COCO ``segmentation`` (polygons, uncompressed or compressed RLE), or None
-    when it is empty or does not match the image size."""
-    if isinstance(segmentation, list):
-        polygons = [p for p in segmentation if len(p) >= 6 and len(p) % 2 == 0]
-        if not polygons:
-            return None
-        return mask_util.merge(mask_util.frPyObjects(polygons, height, width))
-    if isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
-        if [int(v) for v in segmentation["size"]] != [height, width]:
-            return None
-        if isinstance(segmentation["counts"], list):
-            if sum(segmentation["counts"]) != height * width:
-                return None
-            return mask_util.frPyObjects(segmentation, height, width)
-        counts = segmentation["counts"]
-        return {"size": [height, width], "counts": counts.encode() if isinstance(counts, str) else counts}
-    return None
 
 
 def paint_semantic_gt(annotations, height, width, ignore_label):
     """The (height, width) label map of one image's annotations (contiguous ``category_id``, XYXY boxes)."""
     dtype = np.uint8 if ignore_label <= 255 else np.uint16
     labels = np.zeros((height, width), dtype=dtype)
-    items = []  # (area, mask or None, box, value)
-    for ann in annotations:
+    boxes = annotation_boxes(annotations)[0]
+    extents, box_area = pixel_extents(boxes, height, width, PIXELS_TOUCHED), box_areas(boxes)
+    items = []  # (area, mask or None, box extent, value)
+    for i, ann in enumerate(annotations):
         value = ignore_label if ann.get("iscrowd", 0) else ann["category_id"] + 1
         rle = segmentation_to_rle(ann["segmentation"], height, width) if ann.get("segmentation") else None
         if rle is not None:
             items.append((float(mask_util.area(rle)), rle, None, value))
         else:
-            x0, y0, x1, y1 = ann["bbox"]
-            items.append(((x1 - x0) * (y1 - y0), None, ann["bbox"], ignore_label))
+            items.append((float(box_area[i]), None, extents[i], ignore_label))
     # Stable sort, largest first: the smaller instance is painted last and wins the overlap.
-    for _, rle, box, value in sorted(items, key=lambda item: -item[0]):
+    for _, rle, extent, value in sorted(items, key=lambda item: -item[0]):
         if rle is not None:
             labels[mask_util.decode(rle).astype(bool)] = value
         else:
-            x0, y0 = int(np.floor(box[0])), int(np.floor(box[1]))
-            x1, y1 = int(np.ceil(box[2])), int(np.ceil(box[3]))
-            labels[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = value
+            x0, y0, x1, y1 = extent
+            labels[y0:y1, x0:x1] = value
     return labels
 
 

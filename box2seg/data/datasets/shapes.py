@@ -26,15 +26,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pycocotools.mask as mask_util
+from tqdm import tqdm
 
-from box2seg.data.cache import cache_root, stable_hash
-from box2seg.data.datasets.coco import load_coco_boxes
-from box2seg.data.datasets.common import (
-    DatasetError,
-    register_box_dataset,
-    registered_metadata,
-    semantic_metadata,
-)
+from ...structures import encode_rle
+from ..cache import cache_root, stable_hash
+from .coco import load_coco_boxes
+from .common import DatasetError, register_box_dataset, registered_metadata, semantic_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -302,9 +300,6 @@ def shapes_split_dir(split, root=None):
 
 
 def _write_split(split, out_dir):
-    from pycocotools import mask as mask_util
-    from tqdm import tqdm
-
     image_dir = out_dir / "images"
     image_dir.mkdir(parents=True)
     h, w = PARAMS["image_size"]
@@ -317,8 +312,7 @@ def _write_split(split, out_dir):
             raise OSError(f"could not write {image_dir / file_name}")
         images.append({"id": index, "file_name": file_name, "height": h, "width": w})
         for cls_id, mask in objects:
-            rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-            rle["counts"] = rle["counts"].decode("ascii")
+            (rle,) = encode_rle(mask[None])
             annotations.append({
                 "id": len(annotations) + 1,
                 "image_id": index,
