@@ -1,8 +1,10 @@
 """alpha-decoder: per-class attention logits for the L foreground classes (sigmoid gives alpha in [0,1]).
 
-Outputs (N, L, H/4, W/4) pre-sigmoid logits; the losses apply the sigmoid (numerically stable with
-``logsigmoid``). With L = 601 (Open Images) that is 601 maps at stride 4: about 39 MB per 512x512 image
-in fp32, acceptable, but the tensor is L/(L+1) of the y-logits' size again.
+Outputs (N, L, H/4, W/4) pre-sigmoid logits; the meta-architecture takes the sigmoid of the present
+classes' channels only, after upsampling them (``Box2Seg._present_attention``), and the losses read alpha
+in [0, 1] (L_fg multiplies it into log y; L_fr averages it over the box). With L = 601 (Open Images)
+that is 601 maps at stride 4: about 39 MB per 512x512 image in fp32, acceptable, but the tensor is
+L/(L+1) of the y-logits' size again.
 """
 from typing import Dict
 
