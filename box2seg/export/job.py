@@ -181,7 +181,7 @@ def export_dataset(cfg, dataset_name, output, shard=(0, 1), force=False, progres
         logger.info("export %s shard %d/%d: %d images to compute, %d reused, into %s", dataset_name, index,
                     num_shards, len(pending), reused, output)
 
-        grabcut_maps = GrabCutMaps(dataset_name, dicts, settings, cfg.BOX2SEG.GRABCUT.PREPARE_IF_MISSING)
+        grabcut_maps = GrabCutMaps(dataset_name, dicts, settings, cfg.GRABCUT.PREPARE_IF_MISSING)
         if pending:
             model = model if model is not None else _build_model(cfg)
             mapper = Box2SegDatasetMapper(cfg, is_train=False)

@@ -99,7 +99,7 @@ def sum_stats(items):
 class GrabCutMaps:
     """GrabCut instance maps from the shared cache; a missing image is computed on demand (the same bytes
     ``prepare-grabcut`` writes, under the cache folder's lock, which ``prepare-grabcut`` takes too) when
-    BOX2SEG.GRABCUT.PREPARE_IF_MISSING is set, so a shard job never has to GrabCut the whole dataset for the
+    GRABCUT.PREPARE_IF_MISSING is set, so a shard job never has to GrabCut the whole dataset for the
     few boxes that need a fallback."""
 
     def __init__(self, dataset_name, dicts, settings, compute_missing):
@@ -117,7 +117,7 @@ class GrabCutMaps:
                     f"image {record['file_name']} (image_id {record['image_id']!r}) has an empty box-conditioned "
                     f"mask and no GrabCut labels in {self.folder}; compute them with:\n    "
                     f"{prepare_command(self.dataset_name, self.settings)}\n(or set "
-                    "BOX2SEG.GRABCUT.PREPARE_IF_MISSING True to compute them on demand)")
+                    "GRABCUT.PREPARE_IF_MISSING True to compute them on demand)")
             with folder_lock(self.folder):  # prepare-grabcut may be writing this folder
                 if not path.is_file():
                     image = cv2.imread(record["file_name"], cv2.IMREAD_COLOR)

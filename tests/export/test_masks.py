@@ -39,7 +39,7 @@ def test_empty_masks_fall_back_to_grabcut_computed_on_demand(tmp_path, weights, 
     background = lambda images: torch.nn.functional.one_hot(  # noqa: E731  (everything background)
         torch.zeros_like(images.tensor[:, 0], dtype=torch.long), 4).permute(0, 3, 1, 2).float()
     try:
-        strict = export_cfg(spec, name, weights[0], "BOX2SEG.GRABCUT.PREPARE_IF_MISSING", "False")
+        strict = export_cfg(spec, name, weights[0], "GRABCUT.PREPARE_IF_MISSING", "False")
         with pytest.raises(ExportError, match=f"box2seg prepare-grabcut --dataset {name}"):
             export_dataset(strict, name, tmp_path / "strict", progress=False, model=scored_model(strict, background))
         cfg = export_cfg(spec, name, weights[0])
