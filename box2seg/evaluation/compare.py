@@ -9,8 +9,10 @@ from detectron2.data import MetadataCatalog
 
 from ..data.grabcut import load_instance_map
 from ..data.semseg_gt import read_label_map
-from ..modeling.box_conditioned import annotation_box_masks, boxes_inside
-from .mask_scoring import MaskScorer, filled_box_masks, filled_ellipse_masks
+from ..modeling.box_conditioned import annotation_box_masks
+from ..structures import PIXEL_CENTRES, box_pixel_masks, ellipse_masks, record_boxes
+from ..utils.visualizer import write_overlay
+from .mask_scoring import MaskScorer
 
 BASELINES = ("filled boxes", "filled ellipses", "GrabCut")
 MODEL_ROWS = ("Box2Seg image-only", "Box2Seg box-conditioned")
@@ -30,14 +32,13 @@ def score_baselines(dataset_name, records):
     """Scores of the three box-only baselines; ``records`` need ``grabcut_file_name`` attached."""
     scorers = {m: _scorer(dataset_name) for m in BASELINES}
     for record in records:
-        anns = record["annotations"]
         h, w = record["height"], record["width"]
-        boxes = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
+        boxes, _, _ = record_boxes(record)
         gt = _true_labels(record)
-        scorers["filled boxes"].add(record, filled_box_masks(boxes, h, w), gt)
-        scorers["filled ellipses"].add(record, filled_ellipse_masks(boxes, h, w), gt)
+        scorers["filled boxes"].add(record, box_pixel_masks(boxes, h, w, PIXEL_CENTRES), gt)
+        scorers["filled ellipses"].add(record, ellipse_masks(boxes, h, w), gt)
         instance_map = load_instance_map(record)
-        scorers["GrabCut"].add(record, instance_map[None] == (np.arange(len(anns)) + 1)[:, None, None], gt)
+        scorers["GrabCut"].add(record, instance_map[None] == (np.arange(len(boxes)) + 1)[:, None, None], gt)
     return {m: s.summary() for m, s in scorers.items()}
 
 
@@ -47,8 +48,6 @@ def score_model(model, data_loader, dataset_name, records, overlay_dir=None, num
     it) and box-conditioned masks (the model's own rule); optionally writes the first overlays.
     ``extra_box_rules`` (e.g. ("foreground",)) also scores those rules on the same forward passes, as
     "Box2Seg box-conditioned (RULE rule)"; the model's own rule is already the box-conditioned row."""
-    from ..visualize import write_overlay
-
     meta = MetadataCatalog.get(dataset_name)
     by_file = {r["file_name"]: r for r in records}
     image_only, conditioned = _scorer(dataset_name), _scorer(dataset_name)
@@ -61,9 +60,10 @@ def score_model(model, data_loader, dataset_name, records, overlay_dir=None, num
             gt = _true_labels(record)
             labels = out["sem_seg"].argmax(0).cpu()
             anns = record["annotations"]
-            boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
-            classes = torch.tensor([a["category_id"] for a in anns], dtype=torch.long)
-            plain = boxes_inside(boxes, *labels.shape) & (labels[None] == classes[:, None, None] + 1)
+            boxes, classes, _ = record_boxes(record)
+            # float32 boxes, as the model's box masks see them: the same pixel-centre edges as before.
+            boxes, classes = torch.as_tensor(boxes, dtype=torch.float32), torch.as_tensor(classes)
+            plain = box_pixel_masks(boxes, *labels.shape, PIXEL_CENTRES) & (labels[None] == classes[:, None, None] + 1)
             image_only.add(record, plain.numpy(), gt, semantic_labels=labels.numpy())
             box_masks = out["box_masks"].cpu().numpy()
             conditioned.add(record, box_masks, gt)
