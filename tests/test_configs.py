@@ -8,15 +8,13 @@ import torch
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
-from box2seg.engine import get_box2seg_cfg
+from box2seg.engine import setup_cfg
 
 CONFIG_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
 def _load(path):
-    cfg = get_box2seg_cfg()
-    cfg.merge_from_file(path)
-    return cfg
+    return setup_cfg(path, freeze=False)
 
 
 ALL_CONFIGS = sorted(

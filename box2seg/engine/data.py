@@ -22,7 +22,7 @@ def prepare_caches(cfg, dataset_names, grabcut=True):
     if comm.is_main_process():
         for name in dataset_names:
             dicts = DatasetCatalog.get(name)  # generates / paints on first use
-            if grabcut and cfg.BOX2SEG.GRABCUT.PREPARE_IF_MISSING:
+            if grabcut and cfg.GRABCUT.PREPARE_IF_MISSING:
                 prepare_dataset(name, dicts, GrabCutSettings.from_config(cfg), workers=cfg.DATALOADER.NUM_WORKERS)
     comm.synchronize()
 

@@ -24,7 +24,7 @@ def setup_cfg(config_file=None, opts=(), coco_datasets=(), freeze=True):
         cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts))
     if coco_datasets:
-        cfg.BOX2SEG.COCO_DATASETS = list(cfg.BOX2SEG.COCO_DATASETS) + list(coco_datasets)
+        cfg.DATASETS.COCO_FORMAT = list(cfg.DATASETS.COCO_FORMAT) + list(coco_datasets)
     register_datasets(cfg)
     if freeze:
         cfg.freeze()
@@ -34,7 +34,7 @@ def setup_cfg(config_file=None, opts=(), coco_datasets=(), freeze=True):
 def register_datasets(cfg):
     """Register DATASETS.COCO_FORMAT (NAME=JSON:IMAGE_ROOT) in this process; the same spec twice is a
     no-op, so launch workers and spawned training processes simply call it again."""
-    for spec in cfg.BOX2SEG.COCO_DATASETS:
+    for spec in cfg.DATASETS.COCO_FORMAT:
         register_coco_spec(spec)
 
 

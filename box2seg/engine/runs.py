@@ -104,7 +104,7 @@ def _test_dataset(cfgs):
     if len(first.DATASETS.TEST) != 1:
         raise ValueError(f"train_and_score scores one test dataset, got DATASETS.TEST={tuple(first.DATASETS.TEST)}")
     for name, cfg in cfgs.items():
-        for key in ("DATASETS", "BOX2SEG"):
+        for key in ("DATASETS", "GRABCUT"):
             if cfg[key] != first[key]:
                 raise ValueError(f"run {name!r}: cfg.{key} differs from the first run's; runs share their data")
     return first, first.DATASETS.TEST[0]

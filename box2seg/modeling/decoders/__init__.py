@@ -6,7 +6,6 @@ from .registry import (  # noqa: F401
     BRANCHES,
     EMBEDDING_HEAD_REGISTRY,
     Box2SegDecoders,
-    add_box2seg_decoder_config,
     build_attention_head,
     build_box2seg_decoders,
     build_embedding_head,

@@ -1,4 +1,5 @@
-"""Registries for Box2Seg's alpha- and beta-decoders, their config, and the three-branch decoder module.
+"""Registries for Box2Seg's alpha- and beta-decoders and the three-branch decoder module (their config
+keys live in box2seg/config.py with every other key).
 
 The y-decoder lives in detectron2's SEM_SEG_HEADS_REGISTRY (MODEL.SEM_SEG_HEAD.NAME, "UPerNetHead");
 the alpha-decoder in ATTENTION_HEAD_REGISTRY (MODEL.BOX2SEG.ATTENTION_HEAD_NAME) and the beta-decoder in
@@ -15,7 +16,6 @@ from typing import Dict, Optional, Sequence
 import torch
 from torch import nn
 
-from detectron2.config import CfgNode as CN
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_sem_seg_head
@@ -28,7 +28,6 @@ __all__ = [
     "BRANCHES",
     "EMBEDDING_HEAD_REGISTRY",
     "Box2SegDecoders",
-    "add_box2seg_decoder_config",
     "build_attention_head",
     "build_box2seg_decoders",
     "build_embedding_head",
@@ -47,25 +46,6 @@ per-pixel embeddings.
 """
 
 BRANCHES = ("y", "alpha", "beta")
-
-
-def add_box2seg_decoder_config(cfg):
-    """Adds the decoder keys in place: MODEL.UPERNET.* and, inside MODEL.BOX2SEG (created if missing,
-    kept if the caller made it already), the decoder mode and the alpha/beta head settings."""
-    cfg.MODEL.UPERNET = CN()
-    cfg.MODEL.UPERNET.IN_FEATURES = ["res2", "res3", "res4", "res5"]
-    cfg.MODEL.UPERNET.CHANNELS = 256  # trunk width (the paper's UPerNet uses 512)
-    cfg.MODEL.UPERNET.POOL_SCALES = [1, 2, 3, 6]
-    cfg.MODEL.UPERNET.NORM = "GN"  # batch-independent; see decoders/upernet.py
-    cfg.MODEL.UPERNET.TOWER_CHANNELS = 128  # "shared" mode: width of each branch's light tower
-
-    if "BOX2SEG" not in cfg.MODEL:
-        cfg.MODEL.BOX2SEG = CN()
-    cfg.MODEL.BOX2SEG.DECODER_MODE = "faithful"  # "faithful" (3 UPerNets) | "shared" (1 trunk + 3 towers)
-    cfg.MODEL.BOX2SEG.ATTENTION_HEAD_NAME = "UPerNetAttentionHead"
-    cfg.MODEL.BOX2SEG.EMBEDDING_HEAD_NAME = "UPerNetEmbeddingHead"
-    cfg.MODEL.BOX2SEG.EMBEDDING_DIM = 64
-    return cfg
 
 
 def build_attention_head(cfg, input_shape: Dict[str, ShapeSpec]) -> nn.Module:

@@ -1,10 +1,10 @@
-"""box2seg.engine: optimiser parameter groups (backbone learning-rate multiplier, norm / bias rules)."""
+"""box2seg.engine.solver: optimiser parameter groups (backbone learning-rate multiplier, norm / bias rules)."""
 import box2seg  # noqa: F401  (compat fixes before any detectron2 import)
 import pytest
 import torch
 from torch import nn
 
-from box2seg.engine import build_optimizer, get_box2seg_cfg
+from box2seg.engine import ConfigPolyLR, build_lr_scheduler, build_optimizer, setup_cfg
 
 
 class TinyModel(nn.Module):
@@ -17,7 +17,7 @@ class TinyModel(nn.Module):
 
 @pytest.mark.parametrize("optimizer", ["SGD", "AdamW"])
 def test_backbone_multiplier_scales_only_backbone_parameters(optimizer):
-    cfg = get_box2seg_cfg()
+    cfg = setup_cfg(freeze=False)
     cfg.SOLVER.OPTIMIZER = optimizer
     cfg.SOLVER.BASE_LR = 0.01
     cfg.SOLVER.WEIGHT_DECAY = 1e-4
@@ -44,7 +44,28 @@ def test_backbone_multiplier_scales_only_backbone_parameters(optimizer):
 
 
 def test_unknown_optimizer_is_refused():
-    cfg = get_box2seg_cfg()
+    cfg = setup_cfg(freeze=False)
     cfg.SOLVER.OPTIMIZER = "Adam"
     with pytest.raises(ValueError, match="SOLVER.OPTIMIZER"):
         build_optimizer(cfg, TinyModel())
+
+
+def test_poly_schedule_checkpoint_holds_only_progress():
+    """--resume with a larger SOLVER.MAX_ITER extends the run: the schedule's shape is not in the checkpoint."""
+    cfg = setup_cfg(freeze=False)
+    cfg.SOLVER.LR_SCHEDULER_NAME = "WarmupPolyLR"
+    cfg.SOLVER.MAX_ITER = 10
+    cfg.SOLVER.WARMUP_ITERS = 0
+    optimizer = torch.optim.SGD(TinyModel().head.parameters(), lr=0.1)
+    scheduler = build_lr_scheduler(cfg, optimizer)
+    assert isinstance(scheduler, ConfigPolyLR)
+    for _ in range(5):
+        optimizer.step()
+        scheduler.step()
+    state = scheduler.state_dict()
+    assert "max_iters" not in state and state["last_epoch"] == 5
+
+    cfg.SOLVER.MAX_ITER = 20
+    longer = build_lr_scheduler(cfg, torch.optim.SGD(TinyModel().head.parameters(), lr=0.1))
+    longer.load_state_dict(state)
+    assert longer.max_iters == 20 and longer.last_epoch == 5
