@@ -1,4 +1,4 @@
-"""Inference on plain images: ``Box2SegPredictor`` and the ``box2seg predict`` subcommand.
+"""Inference on plain images: ``Box2SegPredictor``, and the label PNGs and overlays ``box2seg predict`` writes.
 
 ``Box2SegPredictor`` is detectron2's ``DefaultPredictor`` for Box2Seg: a config in, a BGR image (or a path)
 per call, probabilities and labels out at the image's own resolution. Given the image's boxes and their
@@ -11,7 +11,6 @@ Mask R-CNN; ``attention()`` gives the alpha branch's per-class maps sigmoid(alph
 writes ``pred/labels/NAME.png`` (semantic labels: 0 background, class + 1; uint16 beyond 254 classes) and
 ``pred/overlays/NAME.png`` (the image tinted by the prediction) for every input image.
 """
-import argparse
 import glob
 import hashlib
 import logging
@@ -19,34 +18,37 @@ import os
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import transforms as T
+from detectron2.data.detection_utils import read_image
+from detectron2.modeling import build_model
+from tqdm import tqdm
 
-__all__ = ["Box2SegPredictor", "setup_predict_cfg", "expand_inputs", "output_names", "add_arguments", "main"]
+from .engine import setup_cfg
+from .modeling.box_conditioned import box_conditioned_masks
+from .utils.visualizer import overlay_labels, palette, write_label_png, write_png
+
+__all__ = ["Box2SegPredictor", "setup_predict_cfg", "expand_inputs", "output_names", "predict_images"]
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def setup_predict_cfg(config_file, opts=()):
-    """A frozen Box2Seg config for inference; falls back to the CPU (with a warning) without a GPU."""
-    from .engine import get_box2seg_cfg, register_config_datasets
-
-    cfg = get_box2seg_cfg()
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts or []))
+def setup_predict_cfg(config_file, opts=(), coco_datasets=()):
+    """A frozen Box2Seg config for inference, its COCO-format datasets registered (for their class names);
+    falls back to the CPU (with a warning) without a GPU."""
+    cfg = setup_cfg(config_file, opts or (), coco_datasets=coco_datasets, freeze=False)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         logger.warning(f"MODEL.DEVICE={cfg.MODEL.DEVICE} but no GPU is available: running on the CPU")
         cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
-    register_config_datasets(cfg)  # class names of the config's own COCO datasets
     return cfg
 
 
 def _class_names(cfg, num_classes):
     """thing_classes of the first registered dataset of the config with the model's class count."""
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
     registered = set(DatasetCatalog.list())
     for name in list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN):
         if name not in registered:
@@ -70,10 +72,6 @@ class Box2SegPredictor:
     """
 
     def __init__(self, cfg):
-        from detectron2.checkpoint import DetectionCheckpointer
-        from detectron2.data import transforms as T
-        from detectron2.modeling import build_model
-
         self.cfg = cfg.clone()
         self.model = build_model(self.cfg)
         if not (hasattr(self.model, "decoders") and hasattr(self.model, "backbone")):
@@ -94,8 +92,6 @@ class Box2SegPredictor:
     def read(image):
         """A BGR uint8 (H, W, 3) array from a path (EXIF orientation applied) or an array (gray -> BGR)."""
         if isinstance(image, (str, os.PathLike)):
-            from detectron2.data.detection_utils import read_image
-
             path = os.fspath(image)
             try:
                 return read_image(path, format="BGR")
@@ -141,8 +137,6 @@ class Box2SegPredictor:
             {"sem_seg": (L+1, H, W) float probabilities (channel 0 background), "labels": (H, W) long
             argmax, and "box_masks": (N, H, W) bool when boxes are given}, CPU tensors.
         """
-        from .modeling.box_conditioned import box_conditioned_masks
-
         image = self.read(image)
         probs = self.model([self._inputs(image)])[0]["sem_seg"].float().cpu()
         result = {"sem_seg": probs, "labels": probs.argmax(dim=0)}
@@ -154,25 +148,15 @@ class Box2SegPredictor:
     @torch.no_grad()
     def attention(self, image, classes=None):
         """sigmoid(alpha) at the image's resolution: (K, H, W) for the given contiguous ``classes``
-        (all L when None). Only the requested channels are upsampled (Open Images has 601)."""
+        (all L when None), by the model's ``attention_maps``."""
         image = self.read(image)
-        height, width = image.shape[:2]
-        model = self.model
-        inputs = self._inputs(image)
-        x = (inputs["image"].to(model.device).float() - model.pixel_mean) / model.pixel_std
-        h, w = x.shape[-2:]
-        x = F.pad(x, (0, (-w) % model.size_divisibility, 0, (-h) % model.size_divisibility))
-        alpha = model.decoders.forward_alpha(model.backbone(x[None]))  # (1, L, H'/4, W'/4) logits
         if classes is not None:
-            classes = torch.as_tensor(np.asarray(classes, dtype=np.int64)).reshape(-1).to(alpha.device)
-            alpha = alpha[:, classes]
-        alpha = F.interpolate(alpha.float(), size=x.shape[-2:], mode="bilinear", align_corners=False)[..., :h, :w]
-        alpha = F.interpolate(alpha, size=(height, width), mode="bilinear", align_corners=False)
-        return torch.sigmoid(alpha[0]).cpu()
+            classes = [np.asarray(classes, dtype=np.int64).reshape(-1)]
+        return self.model.attention_maps([self._inputs(image)], classes)[0].cpu()
 
 
 # --------------------------------------------------------------------------------------------------
-# The subcommand
+# Image files in, label PNGs and overlays out
 
 
 def expand_inputs(items):
@@ -212,33 +196,14 @@ def output_names(paths):
             for s, p in zip(stems, paths)]
 
 
-def add_arguments(parser):
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="Box2Seg config of the model")
-    parser.add_argument("--input", required=True, nargs="+", metavar="IMAGES",
-                        help="image files, folders or glob patterns (quote the patterns)")
-    parser.add_argument("--output", required=True, metavar="DIR",
-                        help="writes DIR/labels/NAME.png and DIR/overlays/NAME.png")
-    parser.add_argument("--opacity", type=float, default=0.5, help="of the prediction in the overlays")
-    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
-                        help="config overrides, last on the line, e.g. --opts MODEL.WEIGHTS out/model_final.pth")
-
-
-def main(args):
-    from tqdm import tqdm
-
-    from .visualize import overlay_labels, palette, write_label_png, write_png
-
-    cfg = setup_predict_cfg(args.config_file, args.opts)
-    if not cfg.MODEL.WEIGHTS:
-        raise SystemExit("box2seg predict: MODEL.WEIGHTS is empty; pass the trained model, e.g. "
-                         "--opts MODEL.WEIGHTS output/model_final.pth")
-    paths = expand_inputs(args.input)
-    names = output_names(paths)
-    predictor = Box2SegPredictor(cfg)
+def predict_images(predictor, paths, output, opacity=0.5):
+    """Writes ``output/labels/NAME.png`` (0 background, class + 1) and ``output/overlays/NAME.png`` (the image
+    tinted by the prediction, ``opacity``) per image path (names from :func:`output_names`). An unreadable
+    image is logged and skipped; returns how many were."""
     colours = palette(predictor.num_classes)
-    label_dir, overlay_dir = os.path.join(args.output, "labels"), os.path.join(args.output, "overlays")
+    label_dir, overlay_dir = os.path.join(output, "labels"), os.path.join(output, "overlays")
     failed = 0
-    for path, name in zip(tqdm(paths, desc="predict", unit="image"), names):
+    for path, name in zip(tqdm(paths, desc="predict", unit="image"), output_names(paths)):
         try:
             image = predictor.read(path)
         except OSError as e:
@@ -247,7 +212,7 @@ def main(args):
             continue
         labels = predictor(image)["labels"].numpy()
         write_label_png(os.path.join(label_dir, f"{name}.png"), labels, predictor.num_classes)
-        write_png(os.path.join(overlay_dir, f"{name}.png"), overlay_labels(image, labels, colours, args.opacity))
-    logger.info(f"predicted {len(paths) - failed} image(s) into {args.output}"
+        write_png(os.path.join(overlay_dir, f"{name}.png"), overlay_labels(image, labels, colours, opacity))
+    logger.info(f"predicted {len(paths) - failed} image(s) into {output}"
                 + (f"; {failed} could not be read" if failed else ""))
-    return 1 if failed else 0
+    return failed

@@ -1,8 +1,7 @@
-"""box2seg train-maskrcnn: stock Mask R-CNN (Lite0-FPN) trains on a pseudo-mask COCO JSON and is evaluated
-with COCOEvaluator against true masks. Tiny images, two iterations, random backbone: seconds on a CPU."""
-import argparse
+"""Stock Mask R-CNN (Lite0-FPN) on a pseudo-mask COCO JSON (box2seg.maskrcnn): its config, its checked
+training batches, refused inputs, the shipped configs. Training and COCO evaluation end to end are in
+tests/commands/test_train_maskrcnn.py."""
 import json
-import math
 import os
 
 import box2seg  # noqa: F401
@@ -12,8 +11,13 @@ import pycocotools.mask as mask_util
 import pytest
 import torch
 
+from detectron2.modeling import build_model
+from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.utils.events import EventStorage
+
 from box2seg import maskrcnn
-from box2seg.modeling.box_conditioned import boxes_inside
+from box2seg.engine import setup_cfg
+from box2seg.structures import PIXEL_CENTRES, box_pixel_masks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LITE0_CFG = os.path.join(REPO, "configs", "maskrcnn", "mask_rcnn_lite0_FPN_pseudo.yaml")
@@ -70,61 +74,43 @@ TINY_OPTS = [
 ]
 
 
-def parse(argv):
-    parser = argparse.ArgumentParser()
-    maskrcnn.add_arguments(parser)
-    return parser.parse_args(argv)
+def setup(config_file, *opts, **kwargs):
+    return maskrcnn.setup_maskrcnn_cfg(config_file, list(opts), **kwargs)
 
 
-def test_two_iterations_on_pseudo_masks_and_coco_eval(tmp_path):
+def test_training_batches_carry_the_pseudo_masks(tmp_path):
     train_json, image_root = make_shapes_json(tmp_path / "pseudo", seed=0)
     gt_json, gt_root = make_shapes_json(tmp_path / "gt", num_images=2, seed=1)
-    out = tmp_path / "out"
-    args = parse(["--config-file", LITE0_CFG, "--train-json", train_json, "--image-root", image_root,
-                  "--eval-json", gt_json, "--eval-image-root", gt_root, *TINY_OPTS, "OUTPUT_DIR", str(out)])
-
-    # The training batches carry the pseudo-masks themselves, not filled boxes.
-    torch.manual_seed(0)
-    cfg = maskrcnn.setup(args)
+    cfg = setup(LITE0_CFG, *TINY_OPTS, "OUTPUT_DIR", str(tmp_path / "out"), train_json=train_json,
+                image_root=image_root, eval_json=gt_json, eval_image_root=gt_root)
     assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 2 and cfg.DATASETS.TRAIN == (maskrcnn.TRAIN_NAME,)
+    assert cfg.DATASETS.TEST == (maskrcnn.EVAL_NAME,) and cfg.is_frozen()
+    torch.manual_seed(0)
+    # The training batches carry the pseudo-masks themselves, not filled boxes.
     batch = next(iter(maskrcnn.MaskRCNNTrainer.build_train_loader(cfg)))
     for item in batch:
         inst = item["instances"]
         masks = inst.gt_masks.tensor
-        filled = boxes_inside(inst.gt_boxes.tensor, *masks.shape[-2:])
+        filled = box_pixel_masks(inst.gt_boxes.tensor, *masks.shape[-2:], PIXEL_CENTRES)
         iou = (masks & filled).sum((1, 2)).float() / (masks | filled).sum((1, 2)).float()
         assert len(masks) and (iou < 0.9).all() and (iou > 0.3).all(), iou
-
-    assert maskrcnn.main(args) == 0
-    with open(out / "metrics.json") as f:
-        metrics = [json.loads(line) for line in f if line.strip()]
-    train_rows = [m for m in metrics if "loss_mask" in m]
-    assert train_rows and all(math.isfinite(m["loss_mask"]) for m in train_rows)
-    assert max(m["iteration"] for m in train_rows) == 1  # two iterations: 0 and 1
-    with open(out / maskrcnn.RESULTS_FILE) as f:
-        results = json.load(f)["results"]
-    assert {"segm", "bbox"} <= set(results)
-    assert isinstance(results["segm"]["AP"], float)
-    assert (out / "model_final.pth").is_file()
-    assert (out / "inference" / maskrcnn.EVAL_NAME / "coco_instances_results.json").is_file()
 
 
 def test_box_only_json_and_class_mismatch_are_refused(tmp_path):
     boxes_json, image_root = make_shapes_json(tmp_path / "boxes", num_images=1, with_masks=False)
-    args = parse(["--config-file", LITE0_CFG, "--train-json", boxes_json, "--image-root", image_root,
-                  "OUTPUT_DIR", str(tmp_path / "o1")])
     with pytest.raises(ValueError, match="no 'segmentation'"):
-        maskrcnn.setup(args)
+        setup(LITE0_CFG, "OUTPUT_DIR", str(tmp_path / "o1"), train_json=boxes_json, image_root=image_root)
 
     train_json, image_root = make_shapes_json(tmp_path / "pseudo", num_images=1)
     other_json, other_root = make_shapes_json(tmp_path / "other", num_images=1)
     data = json.loads(open(other_json).read())
     data["categories"][1]["name"] = "star"
     open(other_json, "w").write(json.dumps(data))
-    args = parse(["--config-file", LITE0_CFG, "--train-json", train_json, "--image-root", image_root,
-                  "--eval-json", other_json, "--eval-image-root", other_root, "OUTPUT_DIR", str(tmp_path / "o2")])
     with pytest.raises(ValueError, match="star"):
-        maskrcnn.setup(args)
+        setup(LITE0_CFG, "OUTPUT_DIR", str(tmp_path / "o2"), train_json=train_json, image_root=image_root,
+              eval_json=other_json, eval_image_root=other_root)
+    with pytest.raises(ValueError, match="--eval-only needs --eval-json"):
+        setup(LITE0_CFG, train_json=train_json, image_root=image_root, eval_only=True)
 
 
 def test_missing_masks_and_polygon_format_are_reported():
@@ -142,14 +128,7 @@ def test_missing_masks_and_polygon_format_are_reported():
 def test_shipped_configs_build_and_train_one_step(name):
     """Both downstream configs build detectron2's stock Mask R-CNN (no weights downloaded) and give finite
     losses with bitmask targets."""
-    from detectron2.modeling import build_model
-    from detectron2.structures import BitMasks, Boxes, Instances
-    from detectron2.utils.events import EventStorage
-
-    from box2seg.engine import get_box2seg_cfg
-
-    cfg = get_box2seg_cfg()
-    cfg.merge_from_file(os.path.join(REPO, "configs", "maskrcnn", name))
+    cfg = setup_cfg(os.path.join(REPO, "configs", "maskrcnn", name), freeze=False)
     assert cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN" and cfg.MODEL.MASK_ON
     assert cfg.INPUT.MASK_FORMAT == "bitmask"
     cfg.merge_from_list(["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", "MODEL.EFFICIENTNET.PRETRAINED", "False",

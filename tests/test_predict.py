@@ -1,5 +1,5 @@
-"""Box2SegPredictor and ``box2seg predict`` with a random-init tiny model saved to a checkpoint."""
-import argparse
+"""Box2SegPredictor and the label PNGs / overlays it writes, with a random-init tiny model saved to a
+checkpoint. The command is in tests/commands/test_predict.py."""
 import os
 
 import box2seg  # noqa: F401
@@ -11,7 +11,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
 from box2seg import predict
-from box2seg.engine import get_box2seg_cfg
+from box2seg.engine import setup_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_CFG = os.path.join(REPO, "configs", "tests", "box2seg_tiny.yaml")
@@ -21,10 +21,8 @@ NUM_CLASSES = 3  # box2seg_tiny.yaml: MODEL.SEM_SEG_HEAD.NUM_CLASSES 4 = backgro
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     """A randomly initialised tiny model, saved the way training saves it."""
-    cfg = get_box2seg_cfg()
-    cfg.merge_from_file(TINY_CFG)
     torch.manual_seed(0)
-    model = build_model(cfg)
+    model = build_model(setup_cfg(TINY_CFG))
     folder = tmp_path_factory.mktemp("weights")
     DetectionCheckpointer(model, save_dir=str(folder)).save("model_tiny")
     return str(folder / "model_tiny.pth")
@@ -69,15 +67,15 @@ def test_predictor_api(weights):
         predictor(image, boxes=[[0, 0, 4, 4]])
 
 
-def test_predict_command_writes_labels_and_overlays(tmp_path, weights):
+def test_predict_images_writes_labels_and_overlays(tmp_path, weights):
     a, b = write_images(tmp_path / "in")
-    parser = argparse.ArgumentParser()
-    predict.add_arguments(parser)
+    (tmp_path / "in" / "broken.png").write_bytes(b"not a png")
+    # A folder (a.png, broken.png; notes.txt ignored) and a glob (sub/b.jpg); a.png named twice is listed once.
+    paths = predict.expand_inputs([str(tmp_path / "in"), str(tmp_path / "in" / "*" / "*.jpg"), str(a)])
+    assert [os.path.basename(p) for p in paths] == ["a.png", "broken.png", "b.jpg"]
+    predictor = predict.Box2SegPredictor(predict.setup_predict_cfg(TINY_CFG, ["MODEL.WEIGHTS", weights]))
     out = tmp_path / "out"
-    # A folder (a.png; notes.txt ignored) and a glob (sub/b.jpg); a.png named twice is predicted once.
-    args = parser.parse_args(["--config-file", TINY_CFG, "--input", str(tmp_path / "in"), str(tmp_path / "in" / "*" / "*.jpg"),
-                              str(a), "--output", str(out), "--opts", "MODEL.WEIGHTS", weights])
-    assert predict.main(args) == 0
+    assert predict.predict_images(predictor, paths, str(out)) == 1  # broken.png is skipped
     for name, shape in (("a", (70, 90)), ("b", (64, 48))):
         labels = cv2.imread(str(out / "labels" / f"{name}.png"), cv2.IMREAD_UNCHANGED)
         assert labels.dtype == np.uint8 and labels.shape == shape
@@ -93,23 +91,3 @@ def test_predict_command_writes_labels_and_overlays(tmp_path, weights):
 def test_output_names_disambiguate_same_stem():
     names = predict.output_names(["x/img.png", "y/img.jpg", "z/other.png"])
     assert names[2] == "other" and names[0] != names[1] and all(n.startswith("img-") for n in names[:2])
-
-
-def test_subcommands_parse_through_the_cli(monkeypatch):
-    """The three downstream commands, registered the way cli.COMMANDS will list them."""
-    from box2seg import cli
-
-    monkeypatch.setitem(cli.COMMANDS, "predict", ("box2seg.predict", "predict"))
-    monkeypatch.setitem(cli.COMMANDS, "visualize", ("box2seg.visualize", "visualize"))
-    monkeypatch.setitem(cli.COMMANDS, "train-maskrcnn", ("box2seg.maskrcnn", "train-maskrcnn"))
-    parser = cli.build_parser()
-    args = parser.parse_args(["predict", "--coco-dataset", "d=a.json:img", "--config-file", "c.yaml", "--input", "x.png",
-                              "dir", "--output", "o", "--opts", "MODEL.WEIGHTS", "w.pth"])
-    assert args.input == ["x.png", "dir"] and args.opts == ["MODEL.WEIGHTS", "w.pth"]
-    assert args.coco_dataset == ["d=a.json:img"]
-    args = parser.parse_args(["visualize", "--dataset", "d", "--output", "o", "--config-file", "c.yaml",
-                              "MODEL.WEIGHTS", "w.pth"])
-    assert args.opts == ["MODEL.WEIGHTS", "w.pth"] and args._module == "box2seg.visualize"
-    args = parser.parse_args(["train-maskrcnn", "--config-file", "c.yaml", "--train-json", "p.json", "--image-root",
-                              "img", "--num-gpus", "2", "SOLVER.MAX_ITER", "10"])
-    assert args.num_gpus == 2 and args.opts == ["SOLVER.MAX_ITER", "10"] and args.eval_json == ""

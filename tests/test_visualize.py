@@ -1,5 +1,6 @@
-"""``box2seg visualize`` grids and the shared drawing helpers."""
-import argparse
+"""The grids ``box2seg visualize`` writes (box2seg.visualize): pseudo-masks from a COCO JSON, a model's masks,
+prediction and attention maps. The drawing helpers are in tests/utils/test_visualizer.py, the command in
+tests/commands/test_visualize.py."""
 import json
 import os
 
@@ -10,12 +11,15 @@ import pycocotools.mask as mask_util
 import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import build_model
 
 from box2seg import visualize
 from box2seg.data.datasets.coco import register_coco_spec
 from box2seg.data.datasets.common import unregister
-from box2seg.engine import get_box2seg_cfg
+from box2seg.engine import setup_cfg
+from box2seg.predict import Box2SegPredictor, setup_predict_cfg
+from box2seg.utils.visualizer import CAPTION_HEIGHT, GAP
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_CFG = os.path.join(REPO, "configs", "tests", "box2seg_tiny.yaml")  # 3 classes + background
@@ -56,21 +60,22 @@ def dataset(tmp_path):
     unregister(name)
 
 
-def run(argv):
-    parser = argparse.ArgumentParser()
-    visualize.add_arguments(parser)
-    return visualize.main(parser.parse_args(argv))
+def grids(name, out, **kwargs):
+    records = DatasetCatalog.get(name)[: kwargs.pop("max_images", None)]
+    thing_classes = MetadataCatalog.get(name).thing_classes
+    return visualize.visualize_records(records, thing_classes, str(out), **kwargs), thing_classes
 
 
 def test_grid_from_pseudo_mask_json(tmp_path, dataset):
     name, json_file = dataset
     out = tmp_path / "grids"
-    assert run(["--dataset", name, "--output", str(out), "--pseudo-masks", json_file, "--max-images", "1"]) == 0
+    pseudo = visualize.load_pseudo_masks(json_file, MetadataCatalog.get(name).thing_classes)
+    assert grids(name, out, max_images=1, pseudo=pseudo)[0] == 1
     assert os.listdir(out) == ["1.png"]
     grid = cv2.imread(str(out / "1.png"), cv2.IMREAD_COLOR)
     # two panels (image + boxes | pseudo-masks), each with its caption strip, one row
-    assert grid.shape == (SIZE + visualize.CAPTION_HEIGHT, 2 * SIZE + visualize.GAP, 3)
-    panel = grid[visualize.CAPTION_HEIGHT :, SIZE + visualize.GAP :]
+    assert grid.shape == (SIZE + CAPTION_HEIGHT, 2 * SIZE + GAP, 3)
+    panel = grid[CAPTION_HEIGHT:, SIZE + GAP :]
     image = cv2.imread(os.path.join(os.path.dirname(json_file), "images", "0.png"))
     tinted = np.any(panel != image, axis=2)
     # the pseudo-masks (a disc at (30, 30) r 18) tint the panel: the disc centre changes, the box corner
@@ -80,33 +85,31 @@ def test_grid_from_pseudo_mask_json(tmp_path, dataset):
 
 def test_grid_with_model_attention(tmp_path, dataset):
     name, json_file = dataset
-    cfg = get_box2seg_cfg()
-    cfg.merge_from_file(TINY_CFG)
     torch.manual_seed(0)
-    DetectionCheckpointer(build_model(cfg), save_dir=str(tmp_path)).save("tiny")
+    DetectionCheckpointer(build_model(setup_cfg(TINY_CFG)), save_dir=str(tmp_path)).save("tiny")
+    predictor = Box2SegPredictor(setup_predict_cfg(TINY_CFG, ["MODEL.WEIGHTS", str(tmp_path / "tiny.pth")]))
     out = tmp_path / "grids"
-    argv = ["--dataset", name, "--output", str(out), "--columns", "3", "--scale", "0.5",
-            "--config-file", TINY_CFG, "MODEL.WEIGHTS", str(tmp_path / "tiny.pth")]
-    assert run(argv) == 0
+    assert grids(name, out, predictor=predictor, columns=3, scale=0.5)[0] == 2
     assert sorted(os.listdir(out)) == ["1.png", "2.png"]
     grid = cv2.imread(str(out / "2.png"), cv2.IMREAD_COLOR)
     # image + boxes | model masks | prediction | alpha: disc | alpha: diamond -> 5 panels of 48 px, 3 columns
-    cell = SIZE // 2 + visualize.CAPTION_HEIGHT
-    assert grid.shape == (2 * cell + visualize.GAP, 3 * (SIZE // 2) + 2 * visualize.GAP, 3)
+    cell = SIZE // 2 + CAPTION_HEIGHT
+    assert grid.shape == (2 * cell + GAP, 3 * (SIZE // 2) + 2 * GAP, 3)
+
+    record = DatasetCatalog.get(name)[0]
+    image = cv2.imread(record["file_name"], cv2.IMREAD_COLOR)
+    panels = visualize.record_panels(record, image, MetadataCatalog.get(name).thing_classes, predictor=predictor)
+    assert [text for text, _ in panels] == ["image + boxes", "model masks", "prediction", "alpha: disc",
+                                            "alpha: diamond"]
 
 
-def test_nothing_to_show_is_refused(tmp_path, dataset):
-    with pytest.raises(SystemExit, match="pseudo-masks"):
-        run(["--dataset", dataset[0], "--output", str(tmp_path)])
-
-
-def test_helpers():
-    colours = visualize.palette(3)
-    assert colours.shape == (4, 3) and not colours[0].any()
-    labels = np.array([[0, 1], [3, 255]])
-    coloured = visualize.colorize_labels(labels, colours, ignore_label=255)
-    assert (coloured[1, 1] == 255).all() and (coloured[0, 1] == colours[1]).all()
-    panels = [np.zeros((10, 20, 3), np.uint8)] * 5
-    assert visualize.make_grid(panels, columns=2).shape == (3 * 10 + 2 * visualize.GAP, 2 * 20 + visualize.GAP, 3)
-    with pytest.raises(ValueError, match="panel 1"):
-        visualize.make_grid([panels[0], np.zeros((5, 5, 3), np.uint8)])
+def test_pseudo_masks_match_records_and_check_sizes(tmp_path, dataset):
+    name, json_file = dataset
+    pseudo = visualize.load_pseudo_masks(json_file, MetadataCatalog.get(name).thing_classes)
+    record = DatasetCatalog.get(name)[1]
+    masks, classes, boxes = pseudo.masks_for(record)
+    assert masks.shape == (2, SIZE, SIZE) and classes.tolist() == [0, 1]
+    assert masks[0, 30, 35] and not masks[0, 0, 0]  # image 1's disc is at (35, 30)
+    assert pseudo.masks_for(dict(record, file_name="elsewhere/none.png", image_id=99)) is None
+    with pytest.raises(ValueError, match="is 96x96, but the dataset image"):
+        pseudo.masks_for(dict(record, height=SIZE + 1))

@@ -1,100 +1,39 @@
-"""``box2seg prepare-grabcut``: compute a dataset's GrabCut instance maps into the cache.
+"""The GrabCut job (``box2seg prepare-grabcut``, training's ``PREPARE_IF_MISSING``): a dataset's GrabCut
+instance maps computed into the cache.
 
 Parallel over images (a ``multiprocessing`` pool, chunked ``imap_unordered``, "forkserver" start method
 where available; the worker is a top-level function taking only picklable arguments, so any start method
 works), resumable (an image whose file exists
-is reused unless ``--force``) and safe to interrupt at any point: every image is written by an atomic
-rename as soon as it is done, a lock file keeps two jobs off the same folder, and a new run first removes
-the temporary files a killed run left. Output bytes do not depend on ``--workers`` or on resumption (see
-:mod:`box2seg.data.grabcut`). :func:`prepare_dataset` is the same job for code (training's
-``PREPARE_IF_MISSING``).
+is reused unless ``force``) and safe to interrupt at any point: every image is written by an atomic
+rename as soon as it is done, the cache folder's lock (``cache.folder_lock``) keeps two jobs off the same
+folder, and a new run first removes the temporary files a killed run left. Output bytes do not depend on
+``workers`` or on resumption (see :mod:`box2seg.data.grabcut`).
 """
-import argparse
 import contextlib
 import logging
+import multiprocessing
 import os
 import time
 from dataclasses import asdict
 
-from .grabcut import GrabCutSettings
+import cv2
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from tqdm import tqdm
+
+from .cache import annotations_hash, atomic_write_bytes, atomic_write_json, folder_lock
+from .grabcut import (
+    GrabCutSettings,
+    compute_instance_map,
+    encode_instance_map,
+    grabcut_cache_dir,
+    grabcut_file_for,
+    read_png_stats,
+    summarize_stats,
+)
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["add_arguments", "main", "prepare_dataset"]
-
-
-def add_arguments(parser):
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.description = (
-        "Precompute GrabCut pseudo-labels (one 16-bit instance-map PNG per image) for a registered dataset.\n"
-        "Settings come from --config-file (BOX2SEG.GRABCUT) or the defaults, overridden by the flags below;\n"
-        "they are part of the cache key, so training must use the same ones. Images already in the cache are\n"
-        "reused (use --force to recompute); an interrupted run is resumed by running the same command."
-    )
-    parser.add_argument("--dataset", action="append", required=True, metavar="NAME",
-                        help="registered dataset name (repeatable)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="worker processes (0 or 1: run in this process; default: CPU count)")
-    parser.add_argument("--config-file", default="", metavar="FILE",
-                        help="config to read BOX2SEG.GRABCUT and BOX2SEG.COCO_DATASETS from")
-    parser.add_argument("--iterations", type=int, default=None, help="GrabCut iterations (default 5)")
-    parser.add_argument("--margin", type=float, default=None,
-                        help="background margin around a box, relative to its side (default 0.5)")
-    parser.add_argument("--min-margin", type=int, default=None, help="minimum margin in pixels (default 32)")
-    parser.add_argument("--max-side", type=int, default=None,
-                        help="downscale a crop whose longer side exceeds this (0 = never; default 0)")
-    parser.add_argument("--seed", type=int, default=None, help="RNG seed of GrabCut's GMM initialisation")
-    parser.add_argument("--force", action="store_true", help="recompute images already in the cache")
-    parser.add_argument(
-        "--skip-bad-images", action="store_true",
-        help="skip (and count) images that are missing, unreadable or of the wrong size instead of stopping "
-        "with an error naming the file; skipped images get no label file, so training on the dataset still "
-        "fails until they are fixed and the command is re-run; the exit status is then 1",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def _settings_from_args(args):
-    from detectron2.config import get_cfg
-
-    from box2seg.config import add_box2seg_config
-
-    cfg = get_cfg()
-    add_box2seg_config(cfg)
-    if args.config_file:
-        cfg.merge_from_file(args.config_file)
-    base = GrabCutSettings.from_config(cfg)
-    overrides = {k: getattr(args, k) for k in ("iterations", "margin", "min_margin", "max_side", "seed")
-                 if getattr(args, k) is not None}
-    return cfg, GrabCutSettings(**{**asdict(base), **overrides})
-
-
-def main(args):
-    from detectron2.data import DatasetCatalog
-
-    from box2seg.cli import register_cli_datasets
-
-    cfg, settings = _settings_from_args(args)
-    register_cli_datasets(cfg.BOX2SEG.COCO_DATASETS)  # the same spec twice (flag and config) is a no-op
-    failed = 0
-    for name in args.dataset:
-        if name not in DatasetCatalog.list():
-            raise SystemExit(f"prepare-grabcut: dataset {name!r} is not registered (register your own COCO-format "
-                             "dataset with --coco-dataset NAME=JSON:IMAGE_ROOT)")
-        result = prepare_dataset(name, settings=settings, workers=args.workers, force=args.force,
-                                 skip_bad_images=args.skip_bad_images, progress=not args.no_progress)
-        failed += len(result["bad_images"])
-        line = (f"prepare-grabcut {name}: {result['computed']} images computed, {result['reused']} reused, "
-                f"{result['boxes']} boxes, {result['fallbacks']} fallbacks, {result['crowd_boxes']} crowd boxes, "
-                f"{len(result['bad_images'])} bad images skipped, {result['seconds']:.1f} s -> {result['folder']}")
-        logger.info(line)
-        print(line, flush=True)
-    return 1 if failed else 0
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The job
-
+__all__ = ["prepare_dataset"]
 
 def _minimal_record(record):
     """What a worker needs of a record (keeps pickling cheap)."""
@@ -115,8 +54,6 @@ _PARENT_PID = None  # set in pool workers: the process that started them
 
 def _init_worker():
     global _PARENT_PID
-    import cv2
-
     _PARENT_PID = os.getppid()
     cv2.setNumThreads(1)  # one image per process: OpenCV's own threads would only oversubscribe
 
@@ -125,8 +62,6 @@ def _pool_context(start_method):
     """"forkserver" where available: workers fork from a fresh server process that has imported this module
     once, so they are cheap to start and inherit no threads or locks (plain "fork" of a process that has run
     OpenCV or torch threads can deadlock; "spawn" re-imports torch in every worker)."""
-    import multiprocessing
-
     if start_method is None:
         start_method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     ctx = multiprocessing.get_context(start_method)
@@ -140,11 +75,6 @@ def _work(task):
     position, record, settings, out_path, dataset_name, skip_bad = task
     if _PARENT_PID is not None and os.getppid() != _PARENT_PID:
         os._exit(1)  # the job was killed: an orphaned worker stops instead of writing on
-    import cv2
-
-    from .cache import atomic_write_bytes
-    from .grabcut import compute_instance_map, encode_instance_map
-
     image = cv2.imread(record["file_name"], cv2.IMREAD_COLOR)
     error = None
     if image is None:
@@ -165,35 +95,12 @@ def _work(task):
     return position, stats, None
 
 
-@contextlib.contextmanager
-def _folder_lock(folder):
-    """Exclusive lock on the cache folder (released by the OS if the job dies)."""
-    import fcntl
-
-    with open(folder / ".lock", "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            logger.info("waiting for another prepare-grabcut job on %s", folder)
-            fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def prepare_dataset(dataset_name, dataset_dicts=None, settings=None, workers=0, force=False,
                     skip_bad_images=False, progress=True, start_method=None):
     """Compute the missing GrabCut maps of ``dataset_name`` and write ``summary.json``.
 
     Returns a dict: folder, computed, reused, boxes, fallbacks, crowd_boxes, bad_images, seconds, summary.
     """
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-    from tqdm import tqdm
-
-    from .cache import annotations_hash, atomic_write_json
-    from .grabcut import grabcut_cache_dir, grabcut_file_for, read_png_stats, summarize_stats
-
     start = time.perf_counter()
     settings = settings or GrabCutSettings()
     dicts = DatasetCatalog.get(dataset_name) if dataset_dicts is None else dataset_dicts
@@ -207,7 +114,7 @@ def prepare_dataset(dataset_name, dataset_dicts=None, settings=None, workers=0, 
                              f"the same image_id {record.get('image_id')!r}; image ids must be unique")
         seen[path.name] = record["file_name"]
 
-    with _folder_lock(folder):
+    with folder_lock(folder, busy_message=f"waiting for another prepare-grabcut job on {folder}"):
         for stale in folder.glob(".*.tmp*"):  # left by a killed run; the lock says no writer is active
             stale.unlink(missing_ok=True)
         stats = [None] * len(dicts)

@@ -21,43 +21,19 @@ from collections import OrderedDict
 import numpy as np
 
 from ..compat import fixed_miou
-from .instance_iou import SIZE_BUCKETS, annotation_mask, mask_ious, summarize_instance_ious
+from ..data.datasets.common import BOX_CLIPPED, validate_boxes
+from ..structures import PIXELS_TOUCHED, box_pixel_masks, decode_segmentation
+from .instance_iou import SIZE_BUCKETS, mask_ious, summarize_instance_ious
 from .mask_scoring import paint_box_masks
 
-__all__ = ["ScoreError", "add_arguments", "main", "score_files", "score_coco", "check_matching_ids",
-           "format_table"]
+__all__ = ["ScoreError", "score_files", "score_coco", "check_matching_ids", "invalid_box_ids", "format_table",
+           "json_ready"]
 
 _EXAMPLES = 5
 
 
 class ScoreError(ValueError):
     """Files that cannot be compared; the message names the file and what differs."""
-
-
-def add_arguments(parser):
-    parser.description = ("Score per-box masks (a COCO instances JSON such as box2seg export's pseudo_masks.json) "
-                          "against ground-truth masks of the same boxes: per-instance mask IoU and semantic mIoU.")
-    parser.add_argument("--gt", required=True, metavar="GT.json", help="ground-truth COCO instances JSON")
-    parser.add_argument("--pred", required=True, metavar="PRED.json",
-                        help="predicted masks: same image ids and annotation ids as --gt")
-    parser.add_argument("--json-out", default="", metavar="FILE", help="also write the results as JSON")
-
-
-def main(args):
-    try:
-        results = score_files(args.gt, args.pred)
-    except ScoreError as e:
-        print(f"box2seg score: error: {e}", flush=True)
-        return 2
-    print(format_table(results), flush=True)
-    if args.json_out:
-        from ..data.cache import atomic_write_json
-
-        atomic_write_json(args.json_out, _json_ready(results))
-    return 0
-
-
-# ----------------------------------------------------------------------------------------------------------
 
 
 def _load(path, what):
@@ -126,8 +102,6 @@ def check_matching_ids(gt, pred, gt_path="GT", pred_path="PRED"):
 def invalid_box_ids(coco):
     """Ids of non-crowd annotations whose box the dataset loaders drop (non-finite, empty, outside the image:
     ``validate_boxes``): no box-conditioned mask can exist for them, so they are neither required nor scored."""
-    from ..data.datasets.common import BOX_CLIPPED, validate_boxes
-
     sizes = {img["id"]: (img.get("width"), img.get("height")) for img in coco["images"]}
     anns = [a for a in coco["annotations"] if not a.get("iscrowd", 0) and a["image_id"] in sizes]
     if not anns:
@@ -153,22 +127,13 @@ def _decode(ann, height, width, path):
     if not segmentation:
         return None
     try:
-        mask = annotation_mask(segmentation, height, width)
+        mask = decode_segmentation(segmentation, height, width)
     except Exception as e:  # pycocotools raises bare Exceptions / TypeErrors on malformed input
         raise ScoreError(f"{path}: annotation id {ann['id']!r} has an unreadable segmentation: {e}") from None
     if mask.shape != (height, width):
         raise ScoreError(f"{path}: annotation id {ann['id']!r} has a {mask.shape[1]}x{mask.shape[0]} mask but its "
                          f"image {ann['image_id']!r} is {width}x{height}")
     return mask
-
-
-def _box_pixels(boxes, height, width):
-    """(N, H, W) bool: the pixels each XYXY box touches (floor/ceil), vectorised."""
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    x0, y0 = np.floor(boxes[:, 0])[:, None], np.floor(boxes[:, 1])[:, None]
-    x1, y1 = np.ceil(boxes[:, 2])[:, None], np.ceil(boxes[:, 3])[:, None]
-    xs, ys = np.arange(width)[None], np.arange(height)[None]
-    return ((ys >= y0) & (ys < y1))[:, :, None] & ((xs >= x0) & (xs < x1))[:, None, :]
 
 
 def score_coco(gt, pred, gt_path="GT", pred_path="PRED"):
@@ -223,10 +188,10 @@ def score_coco(gt, pred, gt_path="GT", pred_path="PRED"):
         unknown = np.zeros((height, width), bool)
         if crowd:
             crowd_masks = [_decode(a, height, width, gt_path) for a in crowd]
-            crowd_boxes = _box_pixels([_xyxy(a["bbox"]) for a in crowd], height, width)
+            crowd_boxes = box_pixel_masks([_xyxy(a["bbox"]) for a in crowd], height, width, PIXELS_TOUCHED)
             unknown |= np.stack([m if m is not None else b for m, b in zip(crowd_masks, crowd_boxes)]).any(0)
         if unmasked:
-            unknown |= _box_pixels([_xyxy(a["bbox"]) for a in unmasked], height, width).any(0)
+            unknown |= box_pixel_masks([_xyxy(a["bbox"]) for a in unmasked], height, width, PIXELS_TOUCHED).any(0)
         gt_index = gt_labels.copy()
         gt_index[unknown & ~gt_stack.any(0)] = n  # ignore where no real mask claims the pixel
         # A prediction without a mask is refused where the GT has one (scored above), else left unpainted
@@ -303,12 +268,12 @@ def format_table(results):
     return "\n".join(lines)
 
 
-def _json_ready(obj):
+def json_ready(obj):
     """NaN -> null (strict JSON)."""
     if isinstance(obj, dict):
-        return {k: _json_ready(v) for k, v in obj.items()}
+        return {k: json_ready(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_json_ready(v) for v in obj]
+        return [json_ready(v) for v in obj]
     if isinstance(obj, float) and math.isnan(obj):
         return None
     return obj

@@ -1,13 +1,10 @@
-"""``box2seg prepare-grabcut``: identical bytes for any worker count, after a resume and after a SIGKILL in
-the middle of a run; clear errors for bad images; the written cache is what attach/load read."""
+"""The GrabCut job (box2seg.data.grabcut_job): identical bytes for any worker count and after a resume; clear
+errors for bad images; the written cache is what attach/load read. A SIGKILL in the middle of a run is in
+tests/commands/test_prepare_grabcut.py (it needs the job in a process of its own)."""
 import box2seg  # noqa: F401  (compat fixes before any detectron2 import)
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -19,8 +16,6 @@ from detectron2.structures import BoxMode
 
 from box2seg.data import grabcut as G
 from box2seg.data.grabcut_job import prepare_dataset
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _write_scenes(folder, n, size=(96, 112), seed=0):
@@ -124,59 +119,3 @@ def test_bad_image_is_named_or_skipped(tmp_path, fresh_cache, registered):
     assert (result["computed"], result["reused"]) == (1, 1) and result["bad_images"] == [dicts[1]["file_name"]]
     with pytest.raises(FileNotFoundError, match="1 of 3 images"):
         G.attach_grabcut_files(name, DatasetCatalog.get(name), G.GrabCutSettings())
-
-
-def _coco_json(tmp_path, scenes):
-    images, anns = [], []
-    for i, (path, boxes, crowd) in enumerate(scenes):
-        images.append({"id": i + 1, "file_name": path.name, "height": 96, "width": 112})
-        for k, (b, c) in enumerate(zip(boxes, crowd)):
-            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": 1 + k % 2, "iscrowd": c,
-                         "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "area": (b[2] - b[0]) * (b[3] - b[1])})
-    coco = {"images": images, "annotations": anns,
-            "categories": [{"id": 1, "name": "thing"}, {"id": 2, "name": "other"}]}
-    path = tmp_path / "instances.json"
-    path.write_text(json.dumps(coco))
-    return path
-
-
-def test_cli_sigkill_then_resume_is_byte_identical(tmp_path, monkeypatch):
-    n = 40
-    scenes = _write_scenes(tmp_path / "images", n, seed=1)
-    spec = f"killme={_coco_json(tmp_path, scenes)}:{tmp_path / 'images'}"
-    cmd = [sys.executable, "-m", "box2seg.cli", "prepare-grabcut", "--coco-dataset", spec, "--dataset", "killme",
-           "--workers", "2", "--no-progress"]
-    env = {**os.environ, "BOX2SEG_CACHE": str(tmp_path / "killed"), "PYTHONWARNINGS": "ignore"}
-
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    written = []
-    deadline = time.time() + 120
-    while len(written) < 3 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-        written = list((tmp_path / "killed").glob("grabcut/*/*.png"))
-    os.killpg(proc.pid, signal.SIGKILL)  # the job and its workers, mid-run
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, proc.stdout.read().decode()[-2000:]
-    folder = written[0].parent
-    assert 3 <= len(list(folder.glob("*.png"))) < n and not (folder / "summary.json").exists()
-
-    rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
-    line = [x for x in rerun.stdout.splitlines() if x.startswith("prepare-grabcut killme:")][0]
-    assert " reused," in line and "images computed" in line and " 0 reused" not in line
-
-    # A clean run, in this process, on the same registration.
-    from box2seg.data.datasets.coco import register_coco_spec
-
-    monkeypatch.setenv("BOX2SEG_CACHE", str(tmp_path / "clean"))
-    register_coco_spec(spec)
-    try:
-        clean = prepare_dataset("killme", workers=1, progress=False)
-    finally:
-        DatasetCatalog.remove("killme")
-        MetadataCatalog.remove("killme")
-    assert Path(clean["folder"]).name == folder.name
-    resumed = _folder_bytes(folder)
-    assert len(resumed) == n + 1 and resumed == _folder_bytes(clean["folder"])
-    assert not [p.name for p in folder.iterdir() if ".tmp" in p.name]

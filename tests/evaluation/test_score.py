@@ -1,14 +1,13 @@
-"""box2seg score: per-instance IoU by annotation id, semantic mIoU of painted maps, refusal of other boxes."""
-import argparse
+"""Scoring per-box masks (box2seg.evaluation.score): per-instance IoU by annotation id, semantic mIoU of
+painted maps, refusal of other boxes. The command is in tests/commands/test_score.py."""
 import copy
-import json
 
 import box2seg  # noqa: F401  (first)
 import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 
-from box2seg.evaluation.score import ScoreError, add_arguments, main, score_coco
+from box2seg.evaluation.score import ScoreError, format_table, json_ready, score_coco
 
 H, W = 40, 30
 
@@ -107,16 +106,10 @@ def test_other_boxes_are_refused_with_counts_and_examples(gt):
         score_coco(gt, pred)
 
 
-def test_cli_prints_table_and_writes_json(gt, tmp_path, capsys):
-    (tmp_path / "gt.json").write_text(json.dumps(gt))
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    out = tmp_path / "scores.json"
-    assert main(parser.parse_args(["--gt", str(tmp_path / "gt.json"), "--pred", str(tmp_path / "gt.json"),
-                                   "--json-out", str(out)])) == 0
-    table = capsys.readouterr().out
+def test_table_and_strict_json(gt):
+    r = score_coco(gt, copy.deepcopy(gt), "gt.json", "gt.json")
+    table = format_table(r)
     assert "instances (all)" in table and "semantic mIoU (classes with GT pixels): 100.0" in table
-    saved = json.loads(out.read_text())  # strict JSON: NaN became null
-    assert saved["instance"]["mIoU-large"] is None and saved["semantic_mIoU"] == 1.0
-    assert main(parser.parse_args(["--gt", str(tmp_path / "gt.json"), "--pred", str(tmp_path / "nope.json")])) == 2
-    assert "prediction file" in capsys.readouterr().out
+    assert "not scored: 1 crowd GT annotations, 1 GT annotations without a mask, 1 GT annotations" in table
+    ready = json_ready(r)
+    assert ready["instance"]["mIoU-large"] is None and ready["semantic_mIoU"] == 1.0

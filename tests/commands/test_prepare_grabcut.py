@@ -1,0 +1,107 @@
+"""``box2seg prepare-grabcut``: byte-identical cache after a SIGKILL in the middle of a run and a resume;
+settings from the config overridden by the flags; an unregistered dataset is refused."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from box2seg.data.datasets.coco import register_coco_spec
+from box2seg.data.grabcut_job import prepare_dataset
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _write_coco(folder, n, seed=1, size=(96, 112)):
+    """``n`` PNG scenes of 2-4 discs / squares on a textured background (a crowd box on every third) as a
+    COCO instances JSON of boxes. Returns the spec NAME=JSON:IMAGE_ROOT's JSON:IMAGE_ROOT part."""
+    rng = np.random.default_rng(seed)
+    (folder / "images").mkdir(parents=True)
+    h, w = size
+    images, anns = [], []
+    for i in range(n):
+        image = (rng.integers(0, 60, (h, w, 3)) + rng.integers(30, 150, 3)).astype(np.uint8)
+        boxes = []
+        for k in range(int(rng.integers(2, 5))):
+            r = int(rng.integers(8, 24))
+            cx, cy = int(rng.integers(r, w - r)), int(rng.integers(r, h - r))
+            colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+            if k % 2:
+                cv2.circle(image, (cx, cy), r, colour, -1)
+            else:
+                image[cy - r:cy + r, cx - r:cx + r] = colour
+            boxes.append(([cx - r - 0.4, cy - r - 0.7, 2 * r + 1.0, 2 * r + 0.9], 0))
+        if i % 3 == 0:
+            boxes.append(([2.0, 2.0, 28.0, 18.0], 1))
+        cv2.imwrite(str(folder / "images" / f"scene_{i:03d}.png"), image)
+        images.append({"id": i + 1, "file_name": f"scene_{i:03d}.png", "height": h, "width": w})
+        for k, (bbox, crowd) in enumerate(boxes):
+            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": 1 + k % 2, "iscrowd": crowd,
+                         "bbox": bbox, "area": bbox[2] * bbox[3]})
+    coco = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "thing"}, {"id": 2, "name": "other"}]}
+    (folder / "instances.json").write_text(json.dumps(coco))
+    return f"{folder / 'instances.json'}:{folder / 'images'}"
+
+
+def _folder_bytes(folder):
+    return {p.name: p.read_bytes() for p in sorted(Path(folder).iterdir()) if p.name != ".lock"}
+
+
+def test_sigkill_then_resume_is_byte_identical(tmp_path, monkeypatch):
+    n = 40
+    spec = f"killme={_write_coco(tmp_path, n)}"
+    cmd = [sys.executable, "-m", "box2seg.cli", "prepare-grabcut", "--coco-dataset", spec, "--dataset", "killme",
+           "--workers", "2", "--no-progress"]
+    env = {**os.environ, "BOX2SEG_CACHE": str(tmp_path / "killed"), "PYTHONWARNINGS": "ignore"}
+
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    written = []
+    deadline = time.time() + 120
+    while len(written) < 3 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+        written = list((tmp_path / "killed").glob("grabcut/*/*.png"))
+    os.killpg(proc.pid, signal.SIGKILL)  # the job and its workers, mid-run
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stdout.read().decode()[-2000:]
+    folder = written[0].parent
+    assert 3 <= len(list(folder.glob("*.png"))) < n and not (folder / "summary.json").exists()
+
+    rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
+    line = [x for x in rerun.stdout.splitlines() if x.startswith("prepare-grabcut killme:")][0]
+    assert " reused," in line and "images computed" in line and " 0 reused" not in line
+
+    # A clean run, in this process, on the same registration.
+    monkeypatch.setenv("BOX2SEG_CACHE", str(tmp_path / "clean"))
+    register_coco_spec(spec)
+    try:
+        clean = prepare_dataset("killme", workers=1, progress=False)
+    finally:
+        DatasetCatalog.remove("killme")
+        MetadataCatalog.remove("killme")
+    assert Path(clean["folder"]).name == folder.name
+    resumed = _folder_bytes(folder)
+    assert len(resumed) == n + 1 and resumed == _folder_bytes(clean["folder"])
+    assert not [p.name for p in folder.iterdir() if ".tmp" in p.name]
+
+
+def test_flags_override_the_config(tmp_path, fresh_cache, run, capsys):
+    spec = f"flags_tiny={_write_coco(tmp_path / 'data', 2)}"
+    cfg = tmp_path / "grabcut.yaml"
+    cfg.write_text("GRABCUT:\n  ITERATIONS: 2\n  MIN_MARGIN: 8\n")
+    assert run("prepare-grabcut", "--coco-dataset", spec, "--dataset", "flags_tiny", "--config-file", cfg,
+               "--iterations", "1", "--workers", "1", "--no-progress") == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("prepare-grabcut flags_tiny: 2 images computed, 0 reused")
+    summary = json.loads((Path(line.rsplit("-> ", 1)[1]) / "summary.json").read_text())
+    assert summary["settings"]["iterations"] == 1 and summary["settings"]["min_margin"] == 8
+    with pytest.raises(SystemExit, match="'nowhere' is not registered"):
+        run("prepare-grabcut", "--dataset", "nowhere", "--workers", "1")

@@ -1,0 +1,27 @@
+"""``box2seg visualize``: grids of a dataset registered with --coco-dataset; refuses when nothing would be shown
+or the dataset is unknown."""
+import os
+
+import cv2
+import pytest
+
+
+def test_grids_of_a_coco_dataset_flag(tmp_path, tiny_coco, run, tiny_cfg, tiny_weights):
+    json_file, image_root = tiny_coco
+    spec = f"viz_cmd_tiny={json_file}:{image_root}"
+    out = tmp_path / "grids"
+    assert run("visualize", "--coco-dataset", spec, "--dataset", "viz_cmd_tiny", "--output", out,
+               "--pseudo-masks", json_file, "--max-images", "2") == 0
+    assert sorted(os.listdir(out)) == ["100.png", "101.png"]
+    # with the model: boxes | pseudo-masks | prediction | one alpha per boxed class (2 here), one row of 5
+    assert run("visualize", "--coco-dataset", spec, "--dataset", "viz_cmd_tiny", "--output", out, "--max-images", "1",
+               "--pseudo-masks", json_file, "--columns", "5", "--config-file", tiny_cfg,
+               "MODEL.WEIGHTS", tiny_weights) == 0
+    assert cv2.imread(str(out / "100.png")).shape[1] == 5 * 64 + 4 * 4
+
+
+def test_refusals(tmp_path, run):
+    with pytest.raises(SystemExit, match="pseudo-masks"):
+        run("visualize", "--dataset", "box2seg_shapes_val", "--output", tmp_path)
+    with pytest.raises(SystemExit, match="'nowhere' is not registered"):
+        run("visualize", "--dataset", "nowhere", "--output", tmp_path, "--pseudo-masks", tmp_path / "p.json")
