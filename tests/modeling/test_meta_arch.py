@@ -10,7 +10,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from box2seg.engine import get_box2seg_cfg
+from box2seg.engine import setup_cfg
 
 TINY = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                     "configs", "tests", "box2seg_tiny.yaml")
@@ -35,10 +35,7 @@ def tiny_batch(num_classes, size=64, seed=0):
 
 
 def _model(**overrides):
-    cfg = get_box2seg_cfg()
-    cfg.merge_from_file(TINY)
-    for key, value in overrides.items():
-        cfg.merge_from_list([key, value])
+    cfg = setup_cfg(TINY, [item for key_value in overrides.items() for item in key_value])
     torch.manual_seed(0)
     return build_model(cfg).eval(), cfg
 
