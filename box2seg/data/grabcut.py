@@ -124,11 +124,6 @@ def _touched_extent(box, height, width):
     return tuple(pixel_extents(np.asarray(box, np.float64).reshape(1, 4), height, width, PIXELS_TOUCHED)[0].tolist())
 
 
-# Deprecated names, kept only until bench/ (shapes_baselines.py, grabcut_quality.py) imports
-# ``structures.pixel_extents(..., PIXELS_TOUCHED)`` and ``structures.record_boxes`` instead.
-box_pixel_extent = _touched_extent
-
-
 def ellipse_mask(h, w):
     """(h, w) bool: the filled ellipse inscribed in an h x w box (the fallback shape). Never empty for h, w >= 1."""
     canvas = np.zeros((h, w), np.uint8)

@@ -20,11 +20,6 @@ logger = logging.getLogger(__name__)
 SIZE_BUCKETS = (("small", 0, 32**2), ("medium", 32**2, 96**2), ("large", 96**2, float("inf")))
 
 
-# Deprecated name of ``structures.decode_segmentation``, kept only until evaluation/score.py, visualize.py,
-# tests/test_export.py and bench/ import that instead.
-annotation_mask = decode_segmentation
-
-
 def mask_ious(pred_masks, gt_masks):
     """IoU of each predicted mask with the ground-truth mask at the same index; (N, H, W) each."""
     pred = pred_masks.reshape(len(pred_masks), -1)

@@ -7,7 +7,7 @@ least one ground-truth pixel of TP / (TP + FP + FN), ignore pixels excluded.
 import numpy as np
 
 from ..compat import fixed_miou
-from ..structures import PIXEL_CENTRES, box_areas, box_pixel_masks, decode_segmentation, ellipse_masks, record_boxes
+from ..structures import box_areas, decode_segmentation, record_boxes
 from .instance_iou import mask_ious, summarize_instance_ious
 
 __all__ = ["paint_box_masks", "MaskScorer"]
@@ -26,17 +26,6 @@ def paint_box_masks(masks, classes, boxes, height, width):
     last = len(order) - 1 - np.argmax(stacked[::-1], axis=0)
     labels[covered] = np.asarray(classes)[order][last[covered]] + 1
     return labels
-
-
-def filled_box_masks(boxes, height, width):
-    """Deprecated: ``structures.box_pixel_masks(boxes, height, width, PIXEL_CENTRES)``; kept only until
-    ``evaluation/compare.py`` imports that instead."""
-    return box_pixel_masks(boxes, height, width, PIXEL_CENTRES)
-
-
-def filled_ellipse_masks(boxes, height, width):
-    """Deprecated: ``structures.ellipse_masks``; kept only until ``evaluation/compare.py`` imports that."""
-    return ellipse_masks(boxes, height, width)
 
 
 class MaskScorer:

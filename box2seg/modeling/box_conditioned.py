@@ -21,12 +21,6 @@ __all__ = ["box_conditioned_masks", "annotation_box_masks", "BOX_RULES"]
 BOX_RULES = ("class", "foreground")
 
 
-def boxes_inside(boxes, height, width):
-    """Deprecated: ``structures.box_pixel_masks(boxes, height, width, PIXEL_CENTRES)``; kept only until
-    ``evaluation/compare.py`` and ``tests/test_maskrcnn.py`` import that instead."""
-    return box_pixel_masks(boxes, height, width, PIXEL_CENTRES)
-
-
 def box_conditioned_masks(scores, boxes, classes, rule="class"):
     """Per-box masks from class scores.
 
