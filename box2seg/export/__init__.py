@@ -39,12 +39,3 @@ __all__ = [
     "Source",
 ]
 
-
-def __getattr__(name):
-    # Transitional, until cli.COMMANDS names box2seg.commands.export (owner A): the old command entry points.
-    # Remove with that switch; a lazy import because box2seg.commands.export imports this package.
-    if name in ("add_arguments", "main"):
-        from ..commands import export as command  # noqa: PLC0415  (transitional, see above)
-
-        return getattr(command, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

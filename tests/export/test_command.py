@@ -1,7 +1,7 @@
 """``box2seg export``'s command line (box2seg.commands.export): option errors exit 2 with a message."""
 import argparse
 
-from box2seg.cli import add_coco_dataset_argument
+from box2seg.commands import add_coco_dataset_argument
 from box2seg.commands.export import add_arguments, main
 
 

@@ -73,7 +73,7 @@ def test_box_conditioned_export_is_coco_and_scores_perfectly(tmp_path, weights, 
     assert results["instance"]["mIoU"] == 1.0 and results["semantic_mIoU"] == 1.0
 
 
-# `box2seg export` in a subprocess, each image slowed down by argv[1] seconds so it can be killed mid-run.
+# `box2seg export ...` (the real dispatcher) in a subprocess, each image slowed down by argv[1] seconds so it can be killed mid-run.
 _RUNNER = """
 import sys, time
 import box2seg
@@ -82,13 +82,8 @@ delay = float(sys.argv[1])
 if delay:
     call = m.Box2SegDatasetMapper.__call__
     m.Box2SegDatasetMapper.__call__ = lambda self, d: (time.sleep(delay), call(self, d))[1]
-import argparse
-from box2seg.cli import add_coco_dataset_argument
-from box2seg.commands.export import add_arguments, main
-parser = argparse.ArgumentParser()
-add_coco_dataset_argument(parser)
-add_arguments(parser)
-sys.exit(main(parser.parse_args(sys.argv[2:])))
+from box2seg.cli import main
+sys.exit(main(["export", *sys.argv[2:]]))
 """
 
 
