@@ -20,28 +20,35 @@ import box2seg  # noqa: F401  (first: detectron2 v0.6 fixes)
 import argparse
 import json
 import os
-import sys
-import time
 
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data import DatasetCatalog
 from detectron2.utils.logger import setup_logger
 
+from box2seg import engine
+from box2seg.evaluation.compare import format_table
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "projects", "Box2Seg"))
-from train_net import Trainer, TrainOnlyTrainer  # noqa: E402
-
-from box2seg import engine  # noqa: E402
-from box2seg.data.datasets.coco import register_coco_boxes  # noqa: E402
-from box2seg.data.grabcut import GrabCutSettings, attach_grabcut_files  # noqa: E402
-from box2seg.evaluation.compare import format_table, score_baselines, score_model  # noqa: E402
-
 VARIANTS = {
     "gc": ["gc"],
     "gc+box": ["gc", "fg", "bg", "fr"],
     "full": ["gc", "fg", "bg", "fr", "aff"],
 }
 DATASET = "coco_tiny_all"
+
+
+def variant_cfg(args, variant):
+    cfg = engine.setup_cfg(args.config_file, args.opts, [f"{DATASET}={args.annotations}:{args.coco_root}"],
+                           freeze=False)
+    cfg.DATASETS.TRAIN = (DATASET,)
+    cfg.DATASETS.TEST = (DATASET,)
+    cfg.MODEL.BOX2SEG.LOSS.TERMS = VARIANTS[variant]
+    if "aff" not in VARIANTS[variant]:
+        cfg.MODEL.BOX2SEG.PRETRAIN_ITERS = 0
+    if args.iters:
+        cfg.SOLVER.MAX_ITER = args.iters
+    cfg.OUTPUT_DIR = os.path.join(args.output, variant)
+    cfg.freeze()
+    engine.check_num_classes(cfg, [DATASET])
+    return cfg
 
 
 def main():
@@ -55,43 +62,14 @@ def main():
                         help="also score these box-conditioned rules (MODEL.BOX2SEG.TEST.BOX_RULE values)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = parser.parse_args()
+    args.annotations = os.path.join(args.coco_root, "annotations", "instances_all.json")
     setup_logger(name="box2seg")
     setup_logger(name="detectron2", abbrev_name="d2")
-    register_coco_boxes(DATASET, os.path.join(args.coco_root, "annotations", "instances_all.json"), args.coco_root)
 
-    results, seconds = {}, {}
+    cfgs = {variant: variant_cfg(args, variant) for variant in args.variants}
+    overlays = {variant: os.path.join(args.output, f"overlays_{variant}") for variant in args.variants}
+    results, seconds = engine.train_and_score(cfgs, overlay_dirs=overlays, extra_box_rules=args.extra_box_rules)
     for variant in args.variants:
-        cfg = engine.get_box2seg_cfg()
-        cfg.merge_from_file(args.config_file)
-        cfg.merge_from_list(args.opts)
-        cfg.DATASETS.TRAIN = (DATASET,)
-        cfg.DATASETS.TEST = (DATASET,)
-        cfg.MODEL.BOX2SEG.LOSS.TERMS = VARIANTS[variant]
-        if "aff" not in VARIANTS[variant]:
-            cfg.MODEL.BOX2SEG.PRETRAIN_ITERS = 0
-        if args.iters:
-            cfg.SOLVER.MAX_ITER = args.iters
-        cfg.OUTPUT_DIR = os.path.join(args.output, variant)
-        cfg.freeze()
-        engine.check_num_classes(cfg, [DATASET])
-        engine.prepare_caches(cfg, [DATASET], grabcut=True)
-        records = DatasetCatalog.get(DATASET)
-        attach_grabcut_files(DATASET, records, GrabCutSettings.from_config(cfg))
-        if not results:
-            results["baselines"] = score_baselines(DATASET, records)
-        start = time.time()
-        final = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
-        if not os.path.exists(final):
-            trainer = TrainOnlyTrainer(cfg)
-            trainer.resume_or_load(resume=True)
-            trainer.train()
-        seconds[variant] = time.time() - start
-        model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model).load(final)
-        scores = score_model(model, engine.build_test_loader(cfg, DATASET), DATASET, records,
-                             os.path.join(args.output, f"overlays_{variant}"),
-                             extra_box_rules=args.extra_box_rules)
-        results[variant] = dict(results["baselines"], **{f"{k}": v for k, v in scores.items()})
         print(f"{variant}: trained in {seconds[variant] / 60:.1f} min", flush=True)
 
     runs = {v: results[v] for v in args.variants}

@@ -27,6 +27,9 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+from pycocotools import mask as mask_util
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATASET = "coco_tiny_all"
 
@@ -40,9 +43,6 @@ def box2seg(*argv):
 
 def write_filled_boxes(gt_json, out_json):
     """The true-mask JSON with each non-crowd mask replaced by its box's rectangle (RLE); crowd kept."""
-    import numpy as np
-    from pycocotools import mask as mask_util
-
     with open(gt_json) as f:
         data = json.load(f)
     sizes = {im["id"]: (im["height"], im["width"]) for im in data["images"]}

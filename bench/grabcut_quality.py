@@ -32,7 +32,8 @@ import cv2
 import numpy as np
 
 from box2seg.data import grabcut as G
-from box2seg.evaluation.instance_iou import SIZE_BUCKETS, annotation_mask, mask_ious
+from box2seg.evaluation.instance_iou import SIZE_BUCKETS, mask_ious
+from box2seg.structures import PIXELS_TOUCHED, decode_segmentation, pixel_extents
 
 GRABCUT_METHODS = {
     "GrabCut stock (whole image, no crop)": G.GrabCutSettings(margin=0.0, min_margin=10**6),
@@ -63,10 +64,10 @@ def score_image(task):
     h, w = image.shape[:2]
     boxes = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
                       for a in anns], np.float64)
-    gt = np.stack([annotation_mask(a["segmentation"], h, w) for a in anns])
+    gt = np.stack([decode_segmentation(a["segmentation"], h, w) for a in anns])
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     indices = list(range(len(anns)))
-    extents = [G.box_pixel_extent(b, h, w) for b in boxes]
+    extents = [tuple(e) for e in pixel_extents(boxes, h, w, PIXELS_TOUCHED).tolist()]
     out = {"gt_area": gt.reshape(len(gt), -1).sum(1).tolist(), "methods": {}}
 
     def record(name, masks, raw=None, fallback=None, cpu_ms=None):

@@ -30,6 +30,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from box2seg.data import grabcut
 from box2seg.data.datasets import shapes
 from box2seg.data.grabcut_job import prepare_dataset
+from box2seg.structures import PIXELS_TOUCHED, pixel_extents, record_boxes
 
 METHODS = ("filled box", "filled ellipse", "GrabCut")
 
@@ -48,10 +49,10 @@ def _true_masks(record):
 def _shape_instance_map(record, shape):
     """Instance map of filled boxes (``shape="box"``) or inscribed ellipses, painted like GrabCut's."""
     h, w = record["height"], record["width"]
-    boxes, _, crowd = grabcut.record_boxes(record)
+    boxes, _, crowd = record_boxes(record)
     masks, extents, areas, indices, crowd_extents = [], [], [], [], []
-    for i, box in enumerate(boxes):
-        extent = grabcut.box_pixel_extent(box, h, w)
+    for i, (box, extent) in enumerate(zip(boxes, pixel_extents(boxes, h, w, PIXELS_TOUCHED).tolist())):
+        extent = tuple(extent)
         if crowd[i]:
             crowd_extents.append(extent)
             continue
@@ -69,7 +70,7 @@ def evaluate(dicts, instance_maps, num_classes, ignore_label):
     conf = np.zeros((n, n), np.int64)
     inst_ious = []
     for record, inst in zip(dicts, instance_maps):
-        _, classes, _ = grabcut.record_boxes(record)
+        _, classes, _ = record_boxes(record)
         pred = grabcut.instance_map_to_labels(inst, classes, ignore_label).astype(np.int64)
         truth = cv2.imread(record["sem_seg_file_name"], cv2.IMREAD_UNCHANGED).astype(np.int64)
         valid = truth != ignore_label

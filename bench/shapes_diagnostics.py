@@ -16,22 +16,26 @@ import box2seg  # noqa: F401  (first: detectron2 v0.6 fixes)
 
 import argparse
 import os
+import runpy
 import sys
 
 import numpy as np
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from box2seg import engine
+from box2seg.data import mapper
+from box2seg.data.datasets.shapes import SHAPES_CLASSES
+from box2seg.data.grabcut import GrabCutSettings, attach_grabcut_files, load_instance_map
+from box2seg.data.semseg_gt import read_label_map
+from box2seg.evaluation.instance_iou import mask_ious
+from box2seg.structures import decode_segmentation
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "projects", "Box2Seg"))
+DEMO = os.path.join(REPO, "projects", "Box2Seg", "demo.py")
 BINS = [0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.01]
 
 
 def grabcut_classes(splits):
-    from detectron2.data import DatasetCatalog
-
-    from box2seg.data.datasets.shapes import SHAPES_CLASSES
-    from box2seg.data.grabcut import GrabCutSettings, attach_grabcut_files, load_instance_map
-    from box2seg.evaluation.instance_iou import annotation_mask, mask_ious
-
     for split in splits:
         name = f"box2seg_shapes_{split}"
         records = DatasetCatalog.get(name)
@@ -40,7 +44,7 @@ def grabcut_classes(splits):
         for record in records:
             anns = record["annotations"]
             painted = load_instance_map(record)[None] == (np.arange(len(anns)) + 1)[:, None, None]
-            gt = np.stack([annotation_mask(a["segmentation"], record["height"], record["width"]) for a in anns])
+            gt = np.stack([decode_segmentation(a["segmentation"], record["height"], record["width"]) for a in anns])
             for ann, iou in zip(anns, mask_ious(painted, gt)):
                 ious[ann["category_id"]].append(iou)
         print(f"{split}: GrabCut per-instance IoU by class (painted masks)")
@@ -50,45 +54,29 @@ def grabcut_classes(splits):
 
 
 def true_masks(demo_args):
-    import demo
-    from box2seg.data import mapper
-
     grabcut_map = mapper.Box2SegDatasetMapper._grabcut_class_map
 
     def true_map(self, record, classes, shape):
         labels = grabcut_map(self, record, classes, shape)
         if not self.is_train:
             return labels
-        true = mapper._read_label_png(record["sem_seg_file_name"], self.ignore_label, "semantic ground truth",
-                                      record["file_name"])
-        return true.astype(labels.dtype)
+        return read_label_map(record["sem_seg_file_name"]).astype(labels.dtype)
 
     mapper.Box2SegDatasetMapper._grabcut_class_map = true_map
     if "--jobs" not in demo_args:
         demo_args = ["--jobs", "1"] + demo_args  # the swap lives in this process only
-    return demo.main(demo_args)
+    # demo.py is a script, not a module: run its main (its argparse included) in this process.
+    return runpy.run_path(DEMO)["main"](demo_args)
 
 
 def rescore(config_file, weights, opts):
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-    from train_net import Trainer
-
-    from box2seg import engine
-    from box2seg.evaluation.compare import score_model
-
-    cfg = engine.get_box2seg_cfg()
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(opts)
-    model = Trainer.build_model(cfg)
-    DetectionCheckpointer(model).load(weights)
-    (val,) = cfg.DATASETS.TEST
-    records = DatasetCatalog.get(val)
-    scores = score_model(model, engine.build_test_loader(cfg, val), val, records,
-                         extra_box_rules=("class", "foreground"))
+    cfg = engine.setup_cfg(config_file, list(opts) + ["MODEL.WEIGHTS", weights])
+    results, _ = engine.train_and_score({"rescore": cfg}, train=False, baselines=False,
+                                        extra_box_rules=("class", "foreground"))
+    scores = results["rescore"]
     for method, s in scores.items():
         print(f"{method}: semantic mIoU {100 * s['semantic_mIoU']:.1f}, instance IoU {100 * s['instance_mIoU']:.1f}")
-    names = MetadataCatalog.get(val).thing_classes
+    names = MetadataCatalog.get(cfg.DATASETS.TEST[0]).thing_classes
     by_class = scores["Box2Seg box-conditioned"]["instance_mIoU-by-class"]
     print("box-conditioned per-instance IoU by class:", {names[c]: round(100 * v, 1) for c, v in by_class.items()})
 

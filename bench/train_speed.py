@@ -20,7 +20,7 @@ import torch
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
-from box2seg.engine import get_box2seg_cfg
+from box2seg.engine import setup_cfg
 
 
 def synthetic_batch(cfg, generator):
@@ -45,9 +45,7 @@ def synthetic_batch(cfg, generator):
 def measure(config_file, freeze_at, opts, iters, threads):
     """s/iteration of ``iters`` timed iterations (after two warm-up ones) with ``threads`` torch threads."""
     torch.set_num_threads(threads)
-    cfg = get_box2seg_cfg()
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
+    cfg = setup_cfg(config_file, opts, freeze=False)
     cfg.MODEL.BACKBONE.FREEZE_AT = freeze_at
     cfg.MODEL.BOX2SEG.PRETRAIN_ITERS = 0
     cfg.MODEL.BOX2SEG.LOSS.ATTENTION_START_ITER = 0
