@@ -2,7 +2,7 @@
 and what it hands to Mask R-CNN: the image with its boxes, the pseudo-masks (read from a pseudo-mask COCO
 JSON, :class:`PseudoMasks`, or computed by the model), and, for a trained model, its semantic prediction and
 each boxed class's attention map sigmoid(alpha), upsampled to the image. The drawing itself is
-:mod:`box2seg.utils.visualizer`'s.
+:mod:`box2seg.utils.visualizer`'s; per-box masks are shown as they paint (``paint_box_masks``).
 """
 import json
 import logging
@@ -14,12 +14,13 @@ import torch
 from tqdm import tqdm
 
 from .data.cache import safe_name
+from .evaluation.mask_scoring import paint_box_masks
 from .structures import decode_segmentation, record_boxes
 from .utils.visualizer import (
     attention_panel,
     caption,
     draw_boxes,
-    draw_instance_masks,
+    draw_instances,
     make_grid,
     overlay_labels,
     palette,
@@ -112,6 +113,11 @@ def _scaled(panel, scale):
     return cv2.resize(panel, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_NEAREST)
 
 
+def _masks_panel(image, masks, classes, boxes, colours):
+    h, w = image.shape[:2]
+    return draw_instances(image, paint_box_masks(masks, classes, boxes, h, w), boxes, classes, colours)
+
+
 def record_panels(record, image, thing_classes, pseudo=None, predictor=None):
     """[(caption, panel)] for one dataset record: boxes, pseudo-masks, prediction, attention maps."""
     colours = palette(len(thing_classes))
@@ -128,10 +134,9 @@ def record_panels(record, image, thing_classes, pseudo=None, predictor=None):
             panels.append(("pseudo-masks: none", image.copy()))
         else:
             masks, mclasses, mboxes = found
-            panels.append(("pseudo-masks", draw_instance_masks(image, masks, mclasses, mboxes, colours)))
+            panels.append(("pseudo-masks", _masks_panel(image, masks, mclasses, mboxes, colours)))
     elif output is not None:
-        panels.append(("model masks", draw_instance_masks(image, output["box_masks"].numpy(), classes, boxes,
-                                                         colours)))
+        panels.append(("model masks", _masks_panel(image, output["box_masks"].numpy(), classes, boxes, colours)))
     if output is not None:
         panels.append(("prediction", overlay_labels(image, output["labels"].numpy(), colours)))
         present = np.unique(classes)

@@ -12,7 +12,7 @@ from ..data.semseg_gt import read_label_map
 from ..modeling.box_conditioned import annotation_box_masks
 from ..structures import PIXEL_CENTRES, box_pixel_masks, ellipse_masks, record_boxes
 from ..utils.visualizer import write_overlay
-from .mask_scoring import MaskScorer
+from .mask_scoring import MaskScorer, paint_box_masks
 
 BASELINES = ("filled boxes", "filled ellipses", "GrabCut")
 MODEL_ROWS = ("Box2Seg image-only", "Box2Seg box-conditioned")
@@ -62,15 +62,16 @@ def score_model(model, data_loader, dataset_name, records, overlay_dir=None, num
             anns = record["annotations"]
             boxes, classes, _ = record_boxes(record)
             # float32 boxes, as the model's box masks see them: the same pixel-centre edges as before.
-            boxes, classes = torch.as_tensor(boxes, dtype=torch.float32), torch.as_tensor(classes)
-            plain = box_pixel_masks(boxes, *labels.shape, PIXEL_CENTRES) & (labels[None] == classes[:, None, None] + 1)
+            inside = box_pixel_masks(torch.as_tensor(boxes, dtype=torch.float32), *labels.shape, PIXEL_CENTRES)
+            plain = inside & (labels[None] == torch.as_tensor(classes)[:, None, None] + 1)
             image_only.add(record, plain.numpy(), gt, semantic_labels=labels.numpy())
             box_masks = out["box_masks"].cpu().numpy()
             conditioned.add(record, box_masks, gt)
             for rule, scorer in extra.items():
                 scorer.add(record, annotation_box_masks(out["sem_seg"].cpu(), anns, rule).numpy(), gt)
             if overlay_dir and written < num_overlays:
-                write_overlay(os.path.join(overlay_dir, f"{written:02d}.png"), record, labels.numpy(), box_masks, meta)
+                box_labels = paint_box_masks(box_masks, classes, boxes, *labels.shape)
+                write_overlay(os.path.join(overlay_dir, f"{written:02d}.png"), record, labels.numpy(), box_labels, meta)
                 written += 1
     scores = {"Box2Seg image-only": image_only.summary(), "Box2Seg box-conditioned": conditioned.summary()}
     scores.update({f"Box2Seg box-conditioned ({rule} rule)": scorer.summary() for rule, scorer in extra.items()})

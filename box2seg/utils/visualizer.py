@@ -1,16 +1,16 @@
 """Drawing shared by the demo's overlays (``evaluation.compare``), ``box2seg predict`` and ``box2seg visualize``.
 
-Low in the layers (above ``data``, below ``evaluation``) so the scoring loop can draw without importing a
-command-level module. All images are OpenCV BGR uint8 arrays. Colours are indexed by semantic label
-(0 = background, class + 1), the same for every panel and every image, so a class keeps its colour
-everywhere. Instance masks are drawn by detectron2's ``Visualizer`` (larger boxes first, so the smaller
-box is on top, the order in which ``paint_box_masks`` lets the smaller box win).
+Low in the layers (above ``data``, below ``evaluation``) and light (numpy and OpenCV: everything that
+imports the engine imports this), so the scoring loop can draw without importing a command-level module.
+All images are OpenCV BGR uint8 arrays. Colours are indexed by semantic label (0 = background, class + 1),
+the same for every panel and every image, so a class keeps its colour everywhere. Per-box masks are drawn
+from the label map they paint (``evaluation.mask_scoring.paint_box_masks``: the smaller box wins overlaps),
+which the caller passes in, so a picture shows what the scores count.
 """
 import math
 
 import cv2
 import numpy as np
-from detectron2.utils.visualizer import Visualizer
 
 from ..data.cache import atomic_path
 from ..structures import record_boxes
@@ -23,7 +23,7 @@ __all__ = [
     "blend",
     "overlay_labels",
     "draw_boxes",
-    "draw_instance_masks",
+    "draw_instances",
     "attention_panel",
     "caption",
     "make_grid",
@@ -89,18 +89,10 @@ def draw_boxes(image, boxes, classes, colours, thickness=1):
     return out
 
 
-def draw_instance_masks(image, masks, classes, boxes, colours, alpha=0.5):
-    """Per-box masks and their boxes in their class colours, by detectron2's ``Visualizer`` (it draws
-    the larger boxes first, so the smaller box is on top)."""
-    h, w = image.shape[:2]
-    masks = np.asarray(masks, dtype=bool).reshape(-1, h, w)
-    if len(masks) == 0:
-        return image.copy()
-    rgb = [tuple(float(v) / 255 for v in colours[int(c) + 1][::-1]) for c in np.asarray(classes).reshape(-1)]
-    drawn = Visualizer(image[:, :, ::-1]).overlay_instances(
-        boxes=np.asarray(boxes, dtype=np.float64).reshape(-1, 4), masks=list(masks), assigned_colors=rgb,
-        alpha=alpha)
-    return np.ascontiguousarray(drawn.get_image()[:, :, ::-1])
+def draw_instances(image, instance_labels, boxes, classes, colours, alpha=0.5):
+    """Per-box masks, painted into one label map ``instance_labels`` (0 background, class + 1), tinted over
+    the image in their class colours, and their boxes outlined."""
+    return draw_boxes(overlay_labels(image, instance_labels, colours, alpha), boxes, classes, colours)
 
 
 def attention_panel(image, attention, alpha=0.6):
@@ -156,11 +148,11 @@ def write_label_png(path, labels, num_classes):
     write_png(path, np.asarray(labels).astype(dtype))
 
 
-def write_overlay(path, record, labels, box_masks, meta):
+def write_overlay(path, record, labels, box_labels, meta):
     """Three panels side by side: image with its boxes | image-only prediction | box-conditioned masks.
 
     The demo's overlay. ``record`` is a dataset dict, ``labels`` the (H, W) semantic prediction,
-    ``box_masks`` one mask per annotation.
+    ``box_labels`` the label map its box-conditioned masks paint (``paint_box_masks``).
     """
     image = cv2.imread(record["file_name"], cv2.IMREAD_COLOR)
     if image is None:
@@ -169,5 +161,5 @@ def write_overlay(path, record, labels, box_masks, meta):
     boxes, classes, _ = record_boxes(record)
     boxed = draw_boxes(image, boxes, classes, colours)
     pred = overlay_labels(image, labels, colours)
-    cond = draw_instance_masks(image, box_masks, classes, boxes, colours)
+    cond = draw_instances(image, box_labels, boxes, classes, colours)
     write_png(path, np.concatenate([boxed, pred, cond], axis=1))

@@ -24,20 +24,17 @@ def test_palette_labels_and_grid():
     assert V.caption(panels[0], "x").shape == (10 + V.CAPTION_HEIGHT, 20, 3)
 
 
-def test_instance_masks_smaller_box_on_top():
+def test_instances_tint_their_painted_pixels_and_outline_boxes():
     image = np.full((40, 40, 3), 50, np.uint8)
     colours = V.palette(2)
-    big, small = np.zeros((2, 40, 40), bool)
-    big[5:35, 5:35] = True
-    small[15:25, 15:25] = True
-    boxes = [[5, 5, 35, 35], [15, 15, 25, 25]]
-    one_order = V.draw_instance_masks(image, [big, small], [0, 1], boxes, colours)
-    other_order = V.draw_instance_masks(image, [small, big], [1, 0], boxes[::-1], colours)
-    assert one_order.shape == image.shape and one_order.dtype == np.uint8
-    assert (one_order == other_order).all()  # drawn by box area, not by input order
-    centre, ring = one_order[20, 20].astype(int), one_order[10, 10].astype(int)
-    assert (centre != ring).any() and (ring != 50).any() and (one_order[0, 0] == 50).all()
-    assert (V.draw_instance_masks(image, np.zeros((0, 40, 40), bool), [], [], colours) == image).all()
+    labels = np.zeros((40, 40), np.int64)
+    labels[6:34, 6:34] = 1
+    labels[15:25, 15:25] = 2  # the smaller box's mask, painted last
+    out = V.draw_instances(image, labels, [[5, 5, 35, 35], [15, 15, 25, 25]], [0, 1], colours)
+    assert out.shape == image.shape and out.dtype == np.uint8
+    assert (out[20, 20] == V.blend(image, V.colorize_labels(labels, colours))[20, 20]).all()
+    assert (out[10, 10] != out[20, 20]).any() and (out[0, 0] == 50).all()
+    assert (out[5, 20] == colours[1]).all()  # the box outline, in its class colour
 
 
 def test_write_overlay_and_label_png(tmp_path):
@@ -46,12 +43,12 @@ def test_write_overlay_and_label_png(tmp_path):
     record = {"file_name": str(tmp_path / "x.png"), "height": 24, "width": 32,
               "annotations": [{"bbox": [2.0, 3.0, 12.0, 20.0], "category_id": 1, "iscrowd": 0},
                               {"bbox": [1.0, 1.0, 5.0, 5.0], "category_id": 0, "iscrowd": 1}]}
-    masks = np.zeros((2, 24, 32), bool)
-    masks[0, 5:15, 3:10] = True
     labels = np.zeros((24, 32), np.int64)
     labels[5:15, 3:10] = 2
-    V.write_overlay(str(tmp_path / "o.png"), record, labels, masks, SimpleNamespace(thing_classes=["a", "b"]))
-    assert cv2.imread(str(tmp_path / "o.png")).shape == (24, 3 * 32, 3)
+    V.write_overlay(str(tmp_path / "o.png"), record, labels, labels, SimpleNamespace(thing_classes=["a", "b"]))
+    overlay = cv2.imread(str(tmp_path / "o.png"))
+    assert overlay.shape == (24, 3 * 32, 3)
+    assert (overlay[10, 32 + 5] == overlay[10, 64 + 5]).all()  # prediction and box masks tinted alike here
     V.write_label_png(str(tmp_path / "l.png"), labels, num_classes=300)  # more than 254 classes: 16 bit
     assert cv2.imread(str(tmp_path / "l.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint16
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]  # atomic writes leave nothing behind
