@@ -9,9 +9,25 @@ from .solver import ConfigPolyLR, build_lr_scheduler, build_optimizer, optimizer
 from .trainer import Trainer, TrainOnlyTrainer
 
 
-def get_box2seg_cfg():
-    """Old name (until every caller uses ``setup_cfg``): the default config, not frozen."""
-    return setup_cfg(freeze=False)
-
-
-register_config_datasets = register_datasets  # old name, until every caller uses register_datasets
+__all__ = [
+    "ConfigPolyLR",
+    "TrainOnlyTrainer",
+    "Trainer",
+    "build_evaluator",
+    "build_lr_scheduler",
+    "build_optimizer",
+    "build_test_loader",
+    "build_train_loader",
+    "check_num_classes",
+    "evaluation_records",
+    "final_weights",
+    "load_model",
+    "optimizer_param_groups",
+    "prepare_caches",
+    "register_datasets",
+    "setup_cfg",
+    "train_and_score",
+    "train_dicts_with_grabcut",
+    "train_runs",
+    "train_unless_finished",
+]
