@@ -23,12 +23,24 @@ The fixes:
 - v0.6's SemSegEvaluator divides the mIoU by the number of classes present in the ground truth *or*
   the prediction; upstream fixed it to the classes with ground truth. The fixed formula is applied when
   the buggy one is detected in the source.
+
+Only detectron2's and fvcore's own modules are imported inside the fix functions: they may be imported
+only once the fixes before them are in place (numpy aliases, Image.LINEAR, pkg_resources, detectron2._C).
 """
+import datetime
+import importlib
+import importlib.resources
 import importlib.util
 import inspect
 import logging
+import os
 import sys
 import types
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from PIL import Image
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +48,6 @@ _APPLIED = []
 
 
 def _numpy_aliases():
-    import numpy as np
-
     for name, value in (("int", int), ("bool", bool), ("float", float), ("str", str)):
         if name not in vars(np):  # vars(): no FutureWarning from numpy's module __getattr__
             setattr(np, name, value)
@@ -45,8 +55,6 @@ def _numpy_aliases():
 
 
 def _pillow_linear():
-    from PIL import Image
-
     if not hasattr(Image, "LINEAR"):
         Image.LINEAR = Image.BILINEAR
         _APPLIED.append("PIL.Image.LINEAR")
@@ -58,13 +66,9 @@ def _pkg_resources():
     module = types.ModuleType("pkg_resources")
 
     def resource_filename(package, resource):
-        import importlib.resources as resources
-
-        return str(resources.files(package).joinpath(resource))
+        return str(importlib.resources.files(package).joinpath(resource))
 
     def resource_exists(package, resource):
-        import os
-
         return os.path.exists(resource_filename(package, resource))
 
     module.resource_filename = resource_filename
@@ -106,8 +110,6 @@ def _detectron2_c():
     spec = importlib.util.find_spec("detectron2")
     if spec is None or not spec.submodule_search_locations:
         return
-    import os
-
     for location in spec.submodule_search_locations:
         for entry in os.listdir(location):
             if entry.startswith("_C.") and entry.endswith((".so", ".pyd")):
@@ -122,11 +124,9 @@ def has_cpp_ops():
 
 
 def _checkpoint_weights_only():
-    import torch
-
     if "weights_only" not in inspect.signature(torch.load).parameters:
         return
-    from fvcore.common import checkpoint as fv_checkpoint
+    from fvcore.common import checkpoint as fv_checkpoint  # fvcore: after the fixes
 
     source = inspect.getsource(fv_checkpoint.Checkpointer._load_file)
     if "weights_only" in source:
@@ -141,7 +141,7 @@ def _checkpoint_weights_only():
 
 
 def _trainer_optimizer_state():
-    from detectron2.engine import defaults
+    from detectron2.engine import defaults  # detectron2: after the fixes
 
     cls = defaults.DefaultTrainer
     if "state_dict" in vars(cls):
@@ -166,11 +166,7 @@ def _cpu_distributed_worker(
     local_rank, main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout=None
 ):
     """detectron2's launch worker, choosing GLOO when there is no GPU."""
-    import datetime
-
-    import torch
-    import torch.distributed as dist
-    from detectron2.utils import comm
+    from detectron2.utils import comm  # detectron2: after the fixes
 
     has_gpu = torch.cuda.is_available()
     global_rank = machine_rank * num_gpus_per_machine + local_rank
@@ -193,9 +189,7 @@ def _cpu_distributed_worker(
 
 
 def _cpu_launch():
-    import importlib
-
-    from detectron2.engine import defaults
+    from detectron2.engine import defaults  # detectron2: after the fixes
 
     launch = importlib.import_module("detectron2.engine.launch")  # the module, not the function
     worker = launch._distributed_worker
@@ -223,8 +217,6 @@ def _cpu_launch():
 
 def fixed_miou(conf_matrix):
     """mIoU over the classes with at least one ground-truth pixel (ignore row/column last)."""
-    import numpy as np
-
     conf = np.asarray(conf_matrix, dtype=np.float64)[:-1, :-1]
     tp = np.diagonal(conf)
     pos_gt = conf.sum(axis=0)  # v0.6 indexes the matrix as [pred, gt]
@@ -236,7 +228,7 @@ def fixed_miou(conf_matrix):
 
 
 def _sem_seg_miou():
-    from detectron2.evaluation import sem_seg_evaluation
+    from detectron2.evaluation import sem_seg_evaluation  # detectron2: after the fixes
 
     cls = sem_seg_evaluation.SemSegEvaluator
     if getattr(cls.evaluate, "_box2seg_fixed", False):
