@@ -18,9 +18,7 @@ res5 = blocks[5:7] (32, 320 ch).
 import os
 from collections import OrderedDict
 
-import timm
 import torch
-from timm.layers import convert_sync_batchnorm, freeze_batch_norm_2d
 from torch import nn
 
 from detectron2.layers import ShapeSpec
@@ -72,6 +70,10 @@ def wheel_weights_path():
 
 def create_timm_efficientnet_lite0(arch="tf_efficientnet_lite0"):
     """The full timm classifier (head included), randomly initialised."""
+    # timm is imported where a backbone is built, not at the top: it costs ~0.6 s, and every ``box2seg``
+    # command (``box2seg --help`` included) imports this module through box2seg/__init__'s registration.
+    import timm
+
     if arch not in ARCHITECTURES:
         raise ValueError(f"MODEL.EFFICIENTNET.ARCH must be one of {ARCHITECTURES}, got {arch!r}")
     return timm.create_model(arch, pretrained=False)
@@ -158,6 +160,9 @@ class EfficientNetLite0Backbone(Backbone):
         del net  # conv_head, bn2, classifier and unused stages go with it
 
         # timm's converters keep the activation fused in BatchNormAct2d (detectron2's would drop it).
+        # Imported here, not at the top, for the reason given in create_timm_efficientnet_lite0.
+        from timm.layers import convert_sync_batchnorm, freeze_batch_norm_2d
+
         for index, name in enumerate(self._stage_names):
             stage = getattr(self, name)
             if norm == "FrozenBN" or index < freeze_at:
