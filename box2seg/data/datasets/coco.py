@@ -254,7 +254,7 @@ def parse_coco_spec(spec):
 
 
 def register_coco_spec(spec):
-    """Register a dataset from a ``--coco-dataset`` / ``BOX2SEG.COCO_DATASETS`` spec; returns its name.
+    """Register a dataset from a ``--coco-dataset`` / ``DATASETS.COCO_FORMAT`` spec; returns its name.
 
     Unlike :func:`register_coco_boxes` (which may be called before a generated file exists), the
     files must exist: a typo on the command line fails at once, naming the path.
