@@ -34,7 +34,7 @@ def fill_empty_masks(masks, boxes, crowd, instance_map_fn):
     n, height, width = masks.shape
     masks[crowd] = False
     sources = np.where(crowd, -1, 0)
-    empty = ~crowd & ~masks.reshape(n, -1).any(1)
+    empty = ~crowd & ~masks.reshape(n, height * width).any(1)  # n may be 0: no -1
     if not empty.any():
         return masks, sources
     instance_map = np.asarray(instance_map_fn())
@@ -43,7 +43,7 @@ def fill_empty_masks(masks, boxes, crowd, instance_map_fn):
     idx = np.flatnonzero(empty)
     masks[idx] = instance_map[None] == (idx + 1)[:, None, None].astype(instance_map.dtype)
     sources[idx] = 1
-    still = idx[~masks[idx].reshape(len(idx), -1).any(1)]
+    still = idx[~masks[idx].reshape(len(idx), height * width).any(1)]
     # GrabCut's cv2 ellipse over the box's touched extent; boxes GrabCut left nothing of are rare: a loop is fine
     for k, extent in zip(still, pixel_extents(np.asarray(boxes)[still], height, width, PIXELS_TOUCHED)):
         x0, y0, x1, y1 = (int(v) for v in extent)
@@ -77,7 +77,7 @@ def image_part(record_index, record, box_masks, source, grabcut_maps):
     masks, sources = fill_empty_masks(masks, boxes, crowd, lambda: grabcut_maps(record))
     normal = np.flatnonzero(~crowd)
     rles = dict(zip(normal.tolist(), encode_rle(masks[normal])))
-    areas = masks.reshape(len(anns), -1).sum(1)
+    areas = masks.reshape(len(anns), height * width).sum(1)  # an image without annotations: 0 rows
     items = []
     for k in range(len(anns)):
         if crowd[k]:

@@ -28,10 +28,11 @@ def _poly(x0, y0, x1, y1, kind):
     return [x0, y0, x1, y0, x1, y1, x0, y1]
 
 
-def _make_coco(root, num_images=5, invalid_box=False):
+def _make_coco(root, num_images=5, invalid_box=False, empty_images=0):
     """A tiny COCO dataset: black images, objects drawn from their own rasterised polygons in a colour per
     class (RGB channel = contiguous class), boxes = polygon extent + 1 px. Annotations listed in shuffled
-    order with non-sequential ids; image 0 has a crowd region (RLE, not drawn)."""
+    order with non-sequential ids; image 0 has a crowd region (RLE, not drawn). ``empty_images`` black images
+without annotations follow (COCO train2017 has about 1,000)."""
     rng = np.random.RandomState(0)
     images, anns = [], []
     (root / "images").mkdir(parents=True, exist_ok=True)
@@ -58,6 +59,9 @@ def _make_coco(root, num_images=5, invalid_box=False):
             anns.append({"id": 5, "image_id": 100, "category_id": 5, "bbox": [2.0, 40.0, 4.0, 20.0], "iscrowd": 1,
                          "segmentation": {"size": [SIZE, SIZE], "counts": rle["counts"].decode()}, "area": 80.0})
         cv2.imwrite(str(root / "images" / f"img{i}.png"), image)
+        images.append({"id": 100 + i, "file_name": f"img{i}.png", "height": SIZE, "width": SIZE, "license": 1})
+    for i in range(num_images, num_images + empty_images):
+        cv2.imwrite(str(root / "images" / f"img{i}.png"), np.zeros((SIZE, SIZE, 3), np.uint8))
         images.append({"id": 100 + i, "file_name": f"img{i}.png", "height": SIZE, "width": SIZE, "license": 1})
     if invalid_box:
         anns.append({"id": 3, "image_id": 101, "category_id": 2, "bbox": [5.0, 5.0, 0.0, 4.0], "iscrowd": 0})

@@ -122,3 +122,28 @@ def test_killed_export_resumes_to_the_same_result(dataset, weights, reference, t
         assert (out / "labels" / png.name).read_bytes() == png.read_bytes()
     leftovers = [p for p in out.rglob("*") if ".tmp" in p.name]
     assert not leftovers, leftovers
+
+
+def test_images_without_annotations_export_with_a_label_png_and_resume(tmp_path, weights, make_coco, export_cfg,
+                                                                      scored_model):
+    """An image without annotations (COCO train2017 has about 1,000) exports no annotations and a label PNG;
+    the run finishes and a rerun reuses every image."""
+    json_file, image_root = make_coco(tmp_path / "data", num_images=2, empty_images=2)
+    name = f"export_empty_{uuid.uuid4().hex[:8]}"
+    cfg = export_cfg(f"{name}={json_file}:{image_root}", name, weights[0])
+    try:
+        summary = export_dataset(cfg, name, tmp_path / "out", progress=False, model=scored_model(cfg, _oracle_probs))
+        again = export_dataset(cfg, name, tmp_path / "out", progress=False, model=scored_model(cfg, _oracle_probs))
+    finally:
+        unregister(name)
+    source = json.loads(json_file.read_text())
+    pred = json.loads((tmp_path / "out" / "pseudo_masks.json").read_text())
+    assert summary["images"] == 4 and summary["not_exported"] == 0
+    assert [a["id"] for a in pred["annotations"]] == [a["id"] for a in source["annotations"]]
+    assert not [a for a in pred["annotations"] if a["image_id"] in (102, 103)]
+    for image_id in (102, 103):
+        labels = cv2.imread(str(tmp_path / "out" / "labels" / f"{image_id}.png"), cv2.IMREAD_UNCHANGED)
+        assert labels.shape == (SIZE, SIZE) and (labels == 0).all()  # black image: background
+        part = json.loads((tmp_path / "out" / "parts" / f"{image_id}.json").read_text())
+        assert part["annotations"] == [] and part["stats"]["boxes"] == 0
+    assert again["computed"] == 0 and again["reused"] == 4
