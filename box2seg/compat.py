@@ -20,6 +20,11 @@ The fixes:
   training runs (and is tested) on CPU. ``create_ddp_model`` passes ``device_ids`` only for GPU models,
   and ``find_unused_parameters=True`` for models that set ``ddp_find_unused_parameters`` (Box2Seg's
   training phases leave branches without gradients in some iterations);
+- ``fvcore.nn.focal_loss`` and ``detectron2.modeling.box_regression`` call ``torch.jit.script`` at import
+  time, and recent torch warns ``torch.jit.script is deprecated`` (a FutureWarning) for it: every box2seg
+  command, ``--help`` included, printed it twice. Those two modules are imported here with exactly that
+  warning silenced; the filter is scoped to the import
+  (``warnings.catch_warnings``), so the user's own ``torch.jit.script`` calls still warn;
 - v0.6's SemSegEvaluator divides the mIoU by the number of classes present in the ground truth *or*
   the prediction; upstream fixed it to the classes with ground truth. The fixed formula is applied when
   the buggy one is detected in the source.
@@ -36,6 +41,7 @@ import logging
 import os
 import sys
 import types
+import warnings
 
 import numpy as np
 import torch
@@ -121,6 +127,22 @@ def _detectron2_c():
 def has_cpp_ops():
     """Whether detectron2's compiled ops exist (COCOEvaluator's fast path needs them)."""
     return not isinstance(sys.modules.get("detectron2._C"), _MissingCppOps)
+
+
+# The one warning silenced: torch's deprecation of torch.jit.script, raised by fvcore's import-time calls.
+JIT_SCRIPT_WARNING = r"`torch\.jit\.script` is deprecated"
+
+
+# The modules that call torch.jit.script when imported (fvcore's focal losses, detectron2's box coders).
+JIT_SCRIPTING_MODULES = ("fvcore.nn.focal_loss", "detectron2.modeling.box_regression")
+
+
+def _quiet_jit_script_imports():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=JIT_SCRIPT_WARNING, category=FutureWarning)
+        for name in JIT_SCRIPTING_MODULES:
+            if name not in sys.modules and importlib.util.find_spec(name.partition(".")[0]) is not None:
+                importlib.import_module(name)  # detectron2 / fvcore: after the fixes before this one
 
 
 def _checkpoint_weights_only():
@@ -269,6 +291,7 @@ def apply():
     _pillow_linear()
     _pkg_resources()
     _detectron2_c()
+    _quiet_jit_script_imports()
     _checkpoint_weights_only()
     _sem_seg_miou()
     _trainer_optimizer_state()
