@@ -3,6 +3,8 @@
 Only ``bbox`` and ``category_id`` train the model. Masks (``segmentation``), when present, stay in the
 annotation dicts for evaluation, and a semantic ground truth is painted from them (``semseg_gt``).
 Image sizes come from the JSON (no image is opened), except for an image whose JSON entry lacks them.
+A ``bbox`` holding strings or booleans is refused (DatasetError naming the file and annotation): JSON numbers
+only; a bbox that is not 4 values is skipped and counted.
 """
 import hashlib
 import json
@@ -172,6 +174,11 @@ def load_coco_boxes(json_file, image_root, dataset_name=None, report=None, paint
             report.skip("annotations with an unknown category id", f"{where} (category {ann.get('category_id')!r})")
             continue
         bbox = ann.get("bbox")
+        if isinstance(bbox, (str, bool)) or (isinstance(bbox, (list, tuple)) and
+                                             any(isinstance(v, (str, bool)) for v in bbox)):
+            # A writer that emits text or booleans has its columns wrong: float() would accept "12" and True.
+            raise DatasetError(f"COCO annotation file {json_file}: {where}: 'bbox' must be 4 numbers "
+                               f"[x, y, width, height], got {bbox!r}")
         try:
             x, y, w, h = (float(v) for v in bbox)
         except (TypeError, ValueError):

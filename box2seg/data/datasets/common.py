@@ -9,6 +9,7 @@ Bad-input policy (the same in every loader):
 - a box partly outside its image is clipped to it and counted;
 - an image left without boxes is kept: it trains the background (a valid, background-only loss).
 """
+import difflib
 import logging
 from collections import OrderedDict
 
@@ -24,6 +25,34 @@ _EXAMPLES = 3
 
 class DatasetError(ValueError):
     """A dataset file or record that cannot be used; the message names the file and the record."""
+
+
+class UnknownDatasetError(DatasetError, KeyError):
+    """A dataset name that is not registered (a KeyError too, as detectron2's catalog raises)."""
+
+    def __str__(self):  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+def unknown_dataset_message(name, known=None):
+    """Why ``name`` is unknown and how to register one's own files, with close matches among the
+    registered names (not the list of every built-in name)."""
+    known = sorted(DatasetCatalog.list()) if known is None else sorted(known)
+    label = str(name) if name else "NAME"
+    text = (f"dataset {name!r} is not registered. Register your own files on the same command line with "
+            f"--coco-dataset {label}=ANNOTATIONS.json:IMAGE_ROOT (COCO format) or --openimages-dataset "
+            f"{label}=BOXES.csv:IMAGE_ROOT (Open Images CSV); the built-in names are in datasets/README.md")
+    close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.6)
+    if close:
+        text += ". Did you mean " + " or ".join(repr(c) for c in close) + "?"
+    return text
+
+
+def get_dataset_dicts(name):
+    """``DatasetCatalog.get(name)``, with :class:`UnknownDatasetError` for a name that is not registered."""
+    if name not in DatasetCatalog.list():
+        raise UnknownDatasetError(unknown_dataset_message(name))
+    return DatasetCatalog.get(name)
 
 
 def ignore_label_for(num_classes):

@@ -4,15 +4,23 @@
   IsOccluded, IsTruncated, IsGroupOf, IsDepiction, IsInside (V6 train adds XClick* columns: ignored).
   Coordinates are normalised to [0, 1]; they become absolute pixels with the image sizes, read once from
   the image headers (EXIF orientation applied, as detectron2's ``read_image`` does) and cached in
-  ``cache_root()/openimages/sizes-<hash of image_root>.json``. IsGroupOf = 1 -> ``iscrowd = 1``.
+  ``cache_root()/openimages/sizes-<hash of image_root>.json``. IsGroupOf = 1 -> ``iscrowd = 1``; a value
+  other than 0 / 1 is refused (DatasetError naming the file, line and value). IsOccluded, IsTruncated,
+  IsDepiction and IsInside stay on each annotation as ``is_occluded``, ``is_truncated``, ``is_depiction``,
+  ``is_inside`` (1, 0, or -1 where Open Images marks the attribute unknown; another value is refused).
 - Class descriptions CSV (LabelName, DisplayName), with or without a header row. Contiguous ids follow
   the sorted LabelNames (MIDs). 601 classes -> ignore_label 65535 (uint16 label maps).
 - Image-level labels CSV (optional; ImageID, Source, LabelName, Confidence): ``verified_classes`` = the
   classes a human verified present (Confidence 1) or absent (Confidence 0) in the image, plus the classes
   of its boxes (drawn by humans). Machine-generated labels (Source "machine") do not count.
 Open Images box labels are not exhaustive (``box_labels_exhaustive = False``): an unverified class may be
-present without a box. Bad input: a missing column or a malformed class file raises; a truncated or
+present without a box. Bad input: a missing column, a malformed class file, a flag that is not 0 / 1 or a
+coordinate written as a boolean (``True`` / ``False``) raises, naming the file and line; a truncated or
 non-numeric row, an unknown class, a missing / unreadable image are skipped and counted.
+
+From the command line, ``--openimages-dataset NAME=BOXES.csv:IMAGE_ROOT`` registers one's own CSV
+(:func:`register_openimages_spec`): the class descriptions file is found next to the boxes CSV (or one folder
+up, Open Images' ``annotations/`` layout), else the classes are the LabelNames of the boxes CSV itself.
 """
 import csv
 from array import array
@@ -32,6 +40,7 @@ from .common import (
     LoadReport,
     read_image_size,
     register_box_dataset,
+    registered_metadata,
     report_box_status,
     semantic_metadata,
     update_metadata,
@@ -40,9 +49,18 @@ from .common import (
 
 logger = logging.getLogger(__name__)
 
+# name -> (boxes_csv, image_root) of the datasets registered here.
+_REGISTERED = {}
+
 BOX_COLUMNS = ("ImageID", "Source", "LabelName", "Confidence", "XMin", "XMax", "YMin", "YMax", "IsOccluded",
                "IsTruncated", "IsGroupOf", "IsDepiction", "IsInside")
 LABEL_COLUMNS = ("ImageID", "Source", "LabelName", "Confidence")
+# Per-box attributes kept on the annotations: CSV column -> annotation key.
+ATTRIBUTE_COLUMNS = {"IsOccluded": "is_occluded", "IsTruncated": "is_truncated", "IsDepiction": "is_depiction",
+                     "IsInside": "is_inside"}
+# Class descriptions files looked for next to a user's boxes CSV (V6 name, V7 name).
+CLASS_DESCRIPTION_FILES = ("class-descriptions-boxable.csv", "oidv7-class-descriptions-boxable.csv")
+_BOOLEAN_WORDS = frozenset({"true", "false"})
 _LAZY_KEYS = ("thing_classes", "stuff_classes", "thing_dataset_id_to_contiguous_id", "ignore_label",
               "has_masks", "evaluator_type")
 
@@ -87,11 +105,15 @@ def _header_index(reader, path, columns):
     return {c: header.index(c) for c in columns}, len(header)
 
 
-def _flag(text):
+def _flag(text, allowed, where):
+    """A 0 / 1 (or -1 = unknown, where ``allowed`` has it) CSV flag; anything else names file, line, value."""
     try:
-        return 1 if int(float(text)) == 1 else 0
+        value = float(text)
     except ValueError:
-        return 0
+        value = None
+    if value is None or value not in allowed:
+        raise DatasetError(f"{where}: expected {' or '.join(str(a) for a in allowed)}, got {text!r}")
+    return int(value)
 
 
 def image_sizes(image_ids, image_root, image_ext=".jpg", workers=8):
@@ -167,18 +189,20 @@ def load_openimages_boxes(boxes_csv, class_descriptions_csv, image_root, image_l
     image_root = os.path.abspath(os.path.expanduser(image_root))
     name = dataset_name or os.path.splitext(os.path.basename(boxes_csv))[0]
     report = report or LoadReport(name, boxes_csv)
-    mids, display = read_class_descriptions(class_descriptions_csv)
+    mids, display = _classes(class_descriptions_csv, boxes_csv)
     mid_map = {m: i for i, m in enumerate(mids)}
 
     # Columnar, compact storage: the V6 train CSV has 14.6M boxes.
     image_index = {}  # image id -> index, in order of first appearance
     box_image, box_line, box_class, box_group, box_coords = array("i"), array("q"), array("i"), array("b"), array("d")
+    box_attributes = {key: array("b") for key in ATTRIBUTE_COLUMNS.values()}
     base = os.path.basename(boxes_csv)
     with _open_csv(boxes_csv, "boxes") as f:
         reader = csv.reader(f)
         index, ncols = _header_index(reader, boxes_csv, BOX_COLUMNS)
         coord_cols = [index[c] for c in ("XMin", "YMin", "XMax", "YMax")]
         i_image, i_label, i_group = index["ImageID"], index["LabelName"], index["IsGroupOf"]
+        attribute_cols = [(index[c], c, key) for c, key in ATTRIBUTE_COLUMNS.items()]
         for row in reader:
             line = reader.line_num
             if not row:
@@ -195,15 +219,22 @@ def load_openimages_boxes(boxes_csv, class_descriptions_csv, image_root, image_l
             if cls is None:
                 report.skip("boxes of a class not in the class descriptions", f"{base} line {line} ({row[i_label]!r})")
                 continue
+            if any(row[c].strip().lower() in _BOOLEAN_WORDS for c in coord_cols):
+                raise DatasetError(f"Open Images CSV {boxes_csv}, line {line}: box coordinates must be numbers "
+                                   f"in [0, 1], got XMin,YMin,XMax,YMax = {[row[c] for c in coord_cols]}")
             try:
                 coords = [float(row[c]) for c in coord_cols]
             except ValueError:
                 report.skip("boxes with non-numeric coordinates", f"{base} line {line}")
                 continue
+            group = _flag(row[i_group], (0, 1), f"Open Images CSV {boxes_csv}, line {line}, IsGroupOf")
+            for c, column, key in attribute_cols:
+                box_attributes[key].append(
+                    _flag(row[c], (0, 1, -1), f"Open Images CSV {boxes_csv}, line {line}, {column}"))
             box_image.append(k)
             box_line.append(line)
             box_class.append(cls)
-            box_group.append(_flag(row[i_group]))
+            box_group.append(group)
             box_coords.extend(coords)
 
     image_ids = list(image_index)
@@ -235,7 +266,8 @@ def load_openimages_boxes(boxes_csv, class_descriptions_csv, image_root, image_l
         i = kept_rows[j]
         records[owner[i]]["annotations"].append({
             "bbox": boxes[j].tolist(), "bbox_mode": BoxMode.XYXY_ABS, "category_id": box_class[i],
-            "iscrowd": box_group[i], "id": box_line[i]})
+            "iscrowd": box_group[i], "id": box_line[i],
+            **{key: values[i] for key, values in box_attributes.items()}})
     records = {r["image_id"]: r for r in records if r is not None}
 
     dataset_dicts = list(records.values())
@@ -250,13 +282,33 @@ def load_openimages_boxes(boxes_csv, class_descriptions_csv, image_root, image_l
     return dataset_dicts
 
 
+def read_box_label_names(boxes_csv):
+    """(sorted LabelNames of a boxes CSV, the same as display names): the classes of a CSV that comes
+    without a class descriptions file."""
+    with _open_csv(boxes_csv, "boxes") as f:
+        reader = csv.reader(f)
+        index, ncols = _header_index(reader, boxes_csv, BOX_COLUMNS)
+        mids = sorted({row[index["LabelName"]].strip() for row in reader if len(row) >= ncols} - {""})
+    if not mids:
+        raise DatasetError(f"Open Images CSV {boxes_csv} has no box rows (no classes)")
+    return mids, list(mids)
+
+
+def _classes(class_descriptions_csv, boxes_csv):
+    if class_descriptions_csv is None:
+        return read_box_label_names(boxes_csv)
+    return read_class_descriptions(class_descriptions_csv)
+
+
 def _class_metadata(mids, display):
     return semantic_metadata(display, {m: i for i, m in enumerate(mids)}, has_masks=False)
 
 
 def register_openimages_boxes(name, boxes_csv, class_descriptions_csv, image_root, image_labels_csv=None,
                               image_ext=".jpg"):
-    """Register an Open Images box dataset (lazy: the CSVs are read when the dataset or its classes are used)."""
+    """Register an Open Images box dataset (lazy: the CSVs are read when the dataset or its classes are used).
+
+    ``class_descriptions_csv`` None: the classes are the LabelNames of the boxes CSV."""
     paths = {k: (os.path.abspath(os.path.expanduser(v)) if v is not None else None) for k, v in
              dict(boxes_csv=boxes_csv, class_descriptions_csv=class_descriptions_csv, image_root=image_root,
                   image_labels_csv=image_labels_csv).items()}
@@ -264,6 +316,58 @@ def register_openimages_boxes(name, boxes_csv, class_descriptions_csv, image_roo
         name,
         lambda: load_openimages_boxes(**paths, dataset_name=name, image_ext=image_ext),
         {**paths, "box_labels_exhaustive": False},
-        lazy_metadata=lambda: _class_metadata(*read_class_descriptions(paths["class_descriptions_csv"])),
+        lazy_metadata=lambda: _class_metadata(*_classes(paths["class_descriptions_csv"], paths["boxes_csv"])),
         lazy_keys=_LAZY_KEYS,
     )
+    _REGISTERED[name] = (paths["boxes_csv"], paths["image_root"])
+
+
+def parse_openimages_spec(spec):
+    """``"NAME=BOXES.csv:IMAGE_ROOT"`` -> (name, boxes_csv, image_root).
+
+    The CSV path ends at the first ``:`` that follows ``.csv`` (so either path may contain ``:``); without a
+    ``.csv`` suffix, at the first ``:``.
+    """
+    usage = (f"malformed Open Images dataset spec {spec!r}: expected NAME=BOXES.csv:IMAGE_ROOT, e.g. "
+             "mydata=annotations/train-annotations-bbox.csv:images/train")
+    name, eq, paths = str(spec).partition("=")
+    name = name.strip()
+    if not eq or not name or ":" not in paths:
+        raise DatasetError(usage)
+    cut = paths.lower().find(".csv:")
+    cut = cut + len(".csv") if cut >= 0 else paths.find(":")
+    boxes_csv, image_root = paths[:cut].strip(), paths[cut + 1 :].strip()
+    if not boxes_csv or not image_root:
+        raise DatasetError(usage)
+    return name, boxes_csv, image_root
+
+
+def find_class_descriptions(boxes_csv):
+    """The class descriptions CSV beside ``boxes_csv`` or one folder up (``annotations/`` layout), or None."""
+    folder = os.path.dirname(os.path.abspath(os.path.expanduser(boxes_csv)))
+    for where in (folder, os.path.dirname(folder)):
+        for candidate in CLASS_DESCRIPTION_FILES:
+            path = os.path.join(where, candidate)
+            if os.path.isfile(path):
+                return path
+    return None
+
+
+def register_openimages_spec(spec):
+    """Register a dataset from an ``--openimages-dataset`` / ``DATASETS.OPENIMAGES_FORMAT`` spec; returns its
+    name. The files must exist (a typo fails at once, naming the path). Registering the same name again with
+    the same files is a no-op; with other files (or a name another loader registered) it is an error."""
+    name, boxes_csv, image_root = parse_openimages_spec(spec)
+    boxes_csv = os.path.abspath(os.path.expanduser(boxes_csv))
+    image_root = os.path.abspath(os.path.expanduser(image_root))
+    if not os.path.isfile(boxes_csv):
+        raise DatasetError(f"dataset spec {spec!r}: boxes CSV {boxes_csv} does not exist")
+    if not os.path.isdir(image_root):
+        raise DatasetError(f"dataset spec {spec!r}: image folder {image_root} does not exist")
+    if registered_metadata(name) is not None:
+        if _REGISTERED.get(name) == (boxes_csv, image_root):
+            return name
+        raise DatasetError(f"dataset spec {spec!r}: the name {name!r} is already registered with other files "
+                           "(choose another name)")
+    register_openimages_boxes(name, boxes_csv, find_class_descriptions(boxes_csv), image_root)
+    return name

@@ -13,7 +13,15 @@ from detectron2.structures import BoxMode
 from PIL import Image
 
 from box2seg.data.datasets.coco import load_coco_boxes, parse_coco_spec, register_coco_boxes, register_coco_spec
-from box2seg.data.datasets.common import DatasetError, LoadReport, ignore_label_for, unregister
+from box2seg.data.datasets.common import (
+    DatasetError,
+    LoadReport,
+    UnknownDatasetError,
+    get_dataset_dicts,
+    ignore_label_for,
+    unknown_dataset_message,
+    unregister,
+)
 
 
 def _write_image(path, height, width):
@@ -213,3 +221,27 @@ def test_name_registered_by_another_loader_is_refused(coco):
     # detectron2's builtin coco_2017_val has json_file/image_root metadata but a different loader
     with pytest.raises(DatasetError, match="already registered"):
         register_coco_boxes("coco_2017_val", json_file, images)
+
+
+@pytest.mark.parametrize("bbox", [["2", "3", "10", "12"], [True, 3, 10, 12], "2345"])
+def test_bbox_of_strings_or_booleans_is_refused_naming_file_and_annotation(tmp_path, bbox):
+    images = tmp_path / "images"
+    _write_image(images / "a.jpg", 30, 40)
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.jpg", "height": 30, "width": 40}],
+        "categories": [{"id": 1, "name": "one"}],
+        "annotations": [{"id": 5, "image_id": 1, "category_id": 1, "bbox": bbox}]}))
+    with pytest.raises(DatasetError, match=r"ann.json: annotation id 5 in image 1: 'bbox' must be 4 numbers"):
+        load_coco_boxes(path, images)
+
+
+def test_unknown_dataset_message_suggests_the_flags_and_close_names():
+    known = [f"builtin_{i}" for i in range(75)] + ["coco_2017_train_boxes"]
+    text = unknown_dataset_message("coco_2017_trian_boxes", known)
+    assert "--coco-dataset coco_2017_trian_boxes=ANNOTATIONS.json:IMAGE_ROOT" in text
+    assert "--openimages-dataset" in text and "Did you mean 'coco_2017_train_boxes'" in text
+    assert "builtin_7" not in text  # not the list of every built-in name
+    with pytest.raises(UnknownDatasetError, match="mydata.*--coco-dataset") as caught:
+        get_dataset_dicts("mydata")
+    assert isinstance(caught.value, KeyError) and str(caught.value).startswith("dataset 'mydata'")

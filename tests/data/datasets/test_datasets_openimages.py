@@ -152,3 +152,64 @@ def test_bad_header_is_an_error(oi, tmp_path):
     with pytest.raises(DatasetError, match="boxes.csv is empty"):
         load_openimages_boxes(bad, classes, images)
     assert common.ignore_label_for(601) == 65535
+
+
+def _one_box_csv(tmp_path, flags="0,0,0,0,0", coords="0.1,0.5,0.2,0.6", folder="mine"):
+    path = tmp_path / folder / "boxes.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{HEADER}\naaa,xclick,{CAT},1,{coords},0,0,0,0,0\naaa,xclick,{DOG},1,{coords},{flags}\n")
+    return path
+
+
+@pytest.mark.parametrize("value", ["2", "-1", "yes", ""])
+def test_group_of_other_than_0_or_1_is_refused_naming_file_line_value(oi, tmp_path, value):
+    _, classes, images, _ = oi
+    boxes = _one_box_csv(tmp_path, flags=f"0,0,{value},0,0")
+    with pytest.raises(DatasetError, match=rf"boxes.csv, line 3, IsGroupOf: expected 0 or 1, got '{value}'"):
+        load_openimages_boxes(boxes, classes, images)
+
+
+def test_attributes_stay_on_the_annotations(oi, tmp_path):
+    _, classes, images, _ = oi
+    # IsOccluded, IsTruncated, IsGroupOf, IsDepiction, IsInside; -1 = unknown in Open Images.
+    boxes = _one_box_csv(tmp_path, flags="1,-1,1,1,0")
+    first, second = load_openimages_boxes(boxes, classes, images)[0]["annotations"]
+    assert (second["is_occluded"], second["is_truncated"], second["iscrowd"], second["is_depiction"],
+            second["is_inside"]) == (1, -1, 1, 1, 0)
+    assert (first["is_occluded"], first["is_truncated"], first["is_depiction"], first["is_inside"]) == (0, 0, 0, 0)
+    with pytest.raises(DatasetError, match=r"line 3, IsDepiction: expected 0 or 1 or -1, got '3'"):
+        load_openimages_boxes(_one_box_csv(tmp_path, flags="0,0,0,3,0"), classes, images)
+
+
+def test_boolean_coordinates_are_refused_naming_file_and_line(oi, tmp_path):
+    _, classes, images, _ = oi
+    boxes = _one_box_csv(tmp_path, coords="True,0.5,0.2,0.6")
+    with pytest.raises(DatasetError, match=r"boxes.csv, line 2: box coordinates must be numbers"):
+        load_openimages_boxes(boxes, classes, images)
+
+
+def test_register_spec_from_the_command_line(oi, tmp_path, name):
+    boxes_csv, classes, images, _ = oi
+    # Next to the official file names, the class descriptions file beside the CSV is used.
+    assert openimages.register_openimages_spec(f"{name}={boxes_csv}:{images}") == name
+    assert openimages.register_openimages_spec(f"{name}={boxes_csv}:{images}") == name  # same files: no-op
+    assert len(MetadataCatalog.get(name).thing_classes) == 601
+    assert {r["image_id"] for r in DatasetCatalog.get(name)} == {"aaa", "bbb", "ccc"}
+    with pytest.raises(DatasetError, match="already registered"):
+        openimages.register_openimages_spec(f"{name}={_one_box_csv(tmp_path)}:{images}")
+    # A CSV without a class descriptions file (beside it or one folder up): the classes are its LabelNames.
+    own = f"{name}_own"
+    try:
+        openimages.register_openimages_spec(f"{own}={_one_box_csv(tmp_path, folder='own/csv')}:{images}")
+        assert MetadataCatalog.get(own).thing_classes == sorted([CAT, DOG])
+        assert [a["category_id"] for a in DatasetCatalog.get(own)[0]["annotations"]] == [0, 1]
+    finally:
+        unregister(own)
+
+
+def test_spec_errors_name_the_path(tmp_path):
+    with pytest.raises(DatasetError, match="expected NAME=BOXES.csv:IMAGE_ROOT"):
+        openimages.parse_openimages_spec("mydata")
+    assert openimages.parse_openimages_spec("a=C:/x/b.csv:C:/img") == ("a", "C:/x/b.csv", "C:/img")
+    with pytest.raises(DatasetError, match="boxes CSV .*nope.csv does not exist"):
+        openimages.register_openimages_spec(f"x={tmp_path}/nope.csv:{tmp_path}")
