@@ -59,10 +59,20 @@ def add_box2seg_config(cfg):
     _C.GRABCUT.MARGIN = 0.5
     # ... and at least this many pixels.
     _C.GRABCUT.MIN_MARGIN = 32
-    # Cap the crop's longer side (0 = no cap); the result is upsampled back.
-    _C.GRABCUT.MAX_SIDE = 0
+    # Memory cap: a crop whose longer side exceeds this (image pixels) is downscaled to it, the result upsampled
+    # back (0 = no cap). 1024 keeps an 8000 x 6000 image under 2 GB per worker; a crop of an image of at most
+    # 1024 px is never longer, so those labels are unchanged by the cap (docs/grabcut.md).
+    _C.GRABCUT.MAX_SIDE = 1024
     # Seed of OpenCV's RNG for GrabCut's GMM initialisation, re-seeded per box with a stable per-box offset.
     _C.GRABCUT.SEED = 0
+    # A GrabCut result covering less than this share of its box falls back to the inscribed ellipse
+    # (0.05 until ALGORITHM_VERSION 2: small results are usually wrong ones).
+    _C.GRABCUT.FALLBACK_FILL = 0.4
+    # Upscale a small box's crop so the box's short side is at least this many pixels (at most 8x; 0 = off).
+    _C.GRABCUT.UPSCALE_TO = 64
+    # Central ellipse of CORE x the box marked definite foreground, the rest of the box probable foreground
+    # (cv2.GC_INIT_WITH_MASK); 0 = plain rectangle initialisation.
+    _C.GRABCUT.CORE = 0.45
     # Training computes missing GrabCut labels itself (rank 0, behind a barrier) instead of failing.
     _C.GRABCUT.PREPARE_IF_MISSING = True
 

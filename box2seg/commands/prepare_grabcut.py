@@ -35,8 +35,16 @@ def add_arguments(parser):
                         help="background margin around a box, relative to its side (default 0.5)")
     parser.add_argument("--min-margin", type=int, default=None, help="minimum margin in pixels (default 32)")
     parser.add_argument("--max-side", type=int, default=None,
-                        help="downscale a crop whose longer side exceeds this (0 = never; default 0)")
+                        help="memory cap: downscale a crop whose longer side exceeds this many image pixels "
+                        "(0 = never; default 1024, which leaves images of at most 1024 px unchanged)")
     parser.add_argument("--seed", type=int, default=None, help="RNG seed of GrabCut's GMM initialisation")
+    parser.add_argument("--fallback-fill", type=float, default=None,
+                        help="fall back to the ellipse when GrabCut covers less than this share of the box "
+                        "(default 0.4)")
+    parser.add_argument("--upscale-to", type=int, default=None,
+                        help="upscale a crop so the box's short side is at least this many px (0 = off; default 64)")
+    parser.add_argument("--core", type=float, default=None,
+                        help="central ellipse of CORE x the box marked definite foreground (0 = off; default 0.45)")
     parser.add_argument("--force", action="store_true", help="recompute images already in the cache")
     parser.add_argument(
         "--skip-bad-images", action="store_true",
@@ -51,7 +59,8 @@ def _settings_from_args(args):
     """The config (its datasets registered) and the GrabCut settings: the config's, overridden by the flags."""
     cfg = setup_cfg(args.config_file, coco_datasets=args.coco_dataset)
     base = GrabCutSettings.from_config(cfg)
-    overrides = {k: getattr(args, k) for k in ("iterations", "margin", "min_margin", "max_side", "seed")
+    overrides = {k: getattr(args, k) for k in ("iterations", "margin", "min_margin", "max_side", "seed",
+                                                   "fallback_fill", "upscale_to", "core")
                  if getattr(args, k) is not None}
     return cfg, GrabCutSettings(**{**asdict(base), **overrides})
 

@@ -7,18 +7,26 @@ single box's GrabCut mask. Values: 0 = no box claims the pixel (background), ``k
 of annotation ``k - 1``, 65535 (``IGNORE_INDEX``) = inside a crowd box's rectangle and outside every normal
 box's rectangle. Stored at the image's original resolution.
 
-Per box (:func:`grabcut_box`): ``cv2.grabCut`` with rectangle initialisation on a crop of the box plus a
-background margin (``margin`` x box side, at least ``min_margin`` px, clipped to the image), optionally
-downscaled so the crop's longer side is at most ``max_side`` (the mask is resized back, nearest). The box's
-pixels are those it touches (``structures.PIXELS_TOUCHED``: ``floor(x0) <= x < ceil(x1)``, the rectangle
-GrabCut is given). GrabCut's
+Per box (:func:`grabcut_box`): ``cv2.grabCut`` on a crop of the box plus a background margin (``margin`` x
+box side, at least ``min_margin`` px of the GrabCut input, clipped to the image). A small box's crop is
+upscaled (bilinear) so the box's short side reaches ``upscale_to`` px (at most 8x): GrabCut's colour models
+and its pairwise term need pixels, and a 20 px box has too few; the result comes back by area averaging
+(> 0.5). With ``core`` > 0 the central ellipse of ``core`` x the box is definite foreground and the rest of the
+box probable foreground (``GC_INIT_WITH_MASK``): it stops GrabCut from giving the whole box to the
+background. A crop whose longer side exceeds ``max_side`` (original pixels) is downscaled to it instead (the
+memory cap: GrabCut needs a few hundred bytes per pixel; a crop of an image of at most ``max_side`` px never
+exceeds it, so those labels are unchanged by the cap). The box's pixels are those it touches
+(``structures.PIXELS_TOUCHED``: ``floor(x0) <= x < ceil(x1)``, the rectangle GrabCut is given). GrabCut's
 GMM initialisation runs k-means on OpenCV's RNG, so the RNG is re-seeded before every box with
 ``seed + a stable value of (image id, annotation index)``: the result does not depend on worker count,
-processing order or resume. A degenerate box (side < 4 px), a failed run or an empty result (< 5% of the
-box) falls back to the ellipse inscribed in the box; fallbacks are counted. Crowd boxes get no GrabCut.
+processing order or resume. A degenerate box (side < 4 px), a failed run or a result covering less than
+``fallback_fill`` of the box (a small result is usually a wrong one) falls back to the ellipse inscribed in
+the box (pixel centres, the scorer's rule: :func:`box_ellipse`); fallbacks are counted. Crowd boxes get no
+GrabCut. Defaults and the measurements behind them: docs/grabcut.md.
 
 Painting (:func:`paint_instance_map`): descending box area, so the smaller box wins overlaps (equal areas:
-the later annotation wins). Vectorised: one scatter-max of painting ranks over all foreground pixels.
+the later annotation wins); each box's mask is written into its extent in that order (memory: the map and
+one box mask, whatever the image size).
 
 Cache layout: ``cache_root()/"grabcut"/f"{dataset}-{settings.key()}-{annotations_hash(dicts)}"/`` holding
 ``{safe_name(image_id)}.png`` per image and ``summary.json``. Each PNG carries its own per-box statistics
@@ -38,7 +46,15 @@ import cv2
 import numpy as np
 import torch
 
-from ..structures import PIXELS_TOUCHED, box_areas, box_union_mask, crop_to_extent, pixel_extents, record_boxes
+from ..structures import (
+    PIXELS_TOUCHED,
+    box_areas,
+    box_union_mask,
+    crop_to_extent,
+    ellipse_masks,
+    pixel_extents,
+    record_boxes,
+)
 from .cache import annotations_hash, cache_root, safe_name, stable_hash
 
 __all__ = [
@@ -47,6 +63,7 @@ __all__ = [
     "annotation_seed",
     "grabcut_box",
     "ellipse_mask",
+    "box_ellipse",
     "paint_instance_map",
     "compute_instance_map",
     "instance_map_to_labels",
@@ -62,9 +79,10 @@ __all__ = [
 
 IGNORE_INDEX = 65535  # instance-map value for crowd regions
 MIN_SIDE = 4  # px: a box narrower than this gets the ellipse fallback
-MIN_FILL = 0.05  # a GrabCut result covering less of its box than this is "empty" -> ellipse fallback
+MAX_UPSCALE = 8.0  # upscale_to never enlarges a crop more than this
 # Bump when the per-box algorithm or the file format changes: it is part of the cache key.
-ALGORITHM_VERSION = 1
+# 2: fallback_fill / upscale_to / core, pixel-centre fallback ellipse, max_side default 1024.
+ALGORITHM_VERSION = 2
 _STATS_KEY = b"box2seg-grabcut"
 # Per-box kinds in the statistics.
 GRABCUT, FALLBACK, CROWD = 0, 1, 2
@@ -76,14 +94,17 @@ class GrabCutSettings:
 
     iterations: int = 5
     margin: float = 0.5  # background margin around the box, relative to the box side
-    min_margin: int = 32  # ... and at least this many pixels
-    max_side: int = 0  # cap on the crop's longer side (0 = no cap)
+    min_margin: int = 32  # ... and at least this many pixels (of GrabCut's input, i.e. after upscaling)
+    max_side: int = 1024  # memory cap on the crop's longer side in image pixels (0 = no cap)
     seed: int = 0
+    fallback_fill: float = 0.4  # a result covering less than this share of its box -> ellipse
+    upscale_to: int = 64  # upscale the crop so the box's short side is at least this many px (0 = off)
+    core: float = 0.45  # central ellipse of core x the box marked definite foreground (0 = off: rect init)
 
     def __post_init__(self):
         # Normalise types so that MARGIN: 1 and MARGIN: 1.0 give the same key.
         for name, kind in (("iterations", int), ("margin", float), ("min_margin", int), ("max_side", int),
-                           ("seed", int)):
+                           ("seed", int), ("fallback_fill", float), ("upscale_to", int), ("core", float)):
             value = getattr(self, name)
             if kind is int and float(value) != int(value):
                 raise ValueError(f"GrabCutSettings.{name} must be an integer, got {value!r}")
@@ -94,12 +115,18 @@ class GrabCutSettings:
             raise ValueError(f"GrabCutSettings: margin, min_margin and seed must be >= 0, got {self}")
         if self.max_side != 0 and self.max_side < 16:
             raise ValueError(f"GrabCutSettings.max_side must be 0 (no cap) or >= 16, got {self.max_side}")
+        if not 0.0 <= self.fallback_fill <= 1.0:
+            raise ValueError(f"GrabCutSettings.fallback_fill must be in [0, 1], got {self.fallback_fill}")
+        if self.upscale_to < 0:
+            raise ValueError(f"GrabCutSettings.upscale_to must be >= 0 (0 = off), got {self.upscale_to}")
+        if not 0.0 <= self.core < 1.0:
+            raise ValueError(f"GrabCutSettings.core must be in [0, 1) (0 = off), got {self.core}")
 
     @classmethod
     def from_config(cls, cfg):
         g = cfg.GRABCUT
         return cls(iterations=g.ITERATIONS, margin=g.MARGIN, min_margin=g.MIN_MARGIN, max_side=g.MAX_SIDE,
-                   seed=g.SEED)
+                   seed=g.SEED, fallback_fill=g.FALLBACK_FILL, upscale_to=g.UPSCALE_TO, core=g.CORE)
 
     def key(self):
         """Short stable hash of the settings and the algorithm version (the cache folder's middle part)."""
@@ -125,11 +152,20 @@ def _touched_extent(box, height, width):
 
 
 def ellipse_mask(h, w):
-    """(h, w) bool: the filled ellipse inscribed in an h x w box (the fallback shape). Never empty for h, w >= 1."""
+    """(h, w) bool: the cv2-drawn ellipse inscribed in an h x w extent (GrabCut's fallback before
+    ALGORITHM_VERSION 2; kept for callers that fill an extent). Never empty for h, w >= 1."""
     canvas = np.zeros((h, w), np.uint8)
     if h and w:
         cv2.ellipse(canvas, (w // 2, h // 2), (w // 2, h // 2), 0, 0, 360, 1, -1)
     return canvas.astype(bool)
+
+
+def box_ellipse(box, extent):
+    """(h, w) bool over the box's integer ``extent``: pixel centres inside the ellipse inscribed in the XYXY
+    ``box`` (``structures.ellipse_masks``, the scorer's rule), i.e. GrabCut's fallback shape."""
+    x0, y0, x1, y1 = extent
+    shifted = np.asarray(box, np.float64).reshape(1, 4) - np.array([x0, y0, x0, y0], np.float64)
+    return ellipse_masks(shifted, y1 - y0, x1 - x0)[0]
 
 
 def annotation_seed(seed, image_id, index):
@@ -143,17 +179,17 @@ def grabcut_box(image, box, settings, rng_seed, fallback=True):
 
     Returns ``(mask, extent, fell_back)``: ``mask`` (h, w) bool over the box's pixel ``extent``
     ``(x0, y0, x1, y1)``, and whether the ellipse fallback was used (degenerate box, GrabCut error, or a
-    result covering < 5% of the box). ``fallback=False`` (benchmarks) returns GrabCut's own result even
+    result covering less than ``settings.fallback_fill`` of the box). ``fallback=False`` (benchmarks) returns GrabCut's own result even
     then (empty for a degenerate box or an error), ``fell_back`` still telling whether it would have fallen back.
     """
     height, width = image.shape[:2]
     x0, y0, x1, y1 = extent = _touched_extent(box, height, width)
     raw = _grabcut_raw(image, box, extent, settings, rng_seed)
     bw, bh = x1 - x0, y1 - y0
-    if raw is not None and raw.sum() >= MIN_FILL * bw * bh:
+    if raw is not None and raw.sum() >= settings.fallback_fill * bw * bh and raw.any():
         return raw, extent, False
     if fallback:
-        return ellipse_mask(bh, bw), extent, True
+        return box_ellipse(box, extent), extent, True
     return (raw if raw is not None else np.zeros((bh, bw), bool)), extent, True
 
 
@@ -167,20 +203,31 @@ def _grabcut_raw(image, box, extent, settings, rng_seed):
     if side_w < MIN_SIDE or side_h < MIN_SIDE:
         return None
 
-    mx = max(math.ceil(settings.margin * bw), settings.min_margin)
-    my = max(math.ceil(settings.margin * bh), settings.min_margin)
+    scale = 1.0
+    if settings.upscale_to:
+        scale = min(max(1.0, settings.upscale_to / min(bw, bh)), MAX_UPSCALE)
+    # min_margin counts pixels of GrabCut's input: min_margin / scale image pixels.
+    mx = max(math.ceil(settings.margin * bw), math.ceil(settings.min_margin / scale))
+    my = max(math.ceil(settings.margin * bh), math.ceil(settings.min_margin / scale))
     cx0, cy0 = max(x0 - mx, 0), max(y0 - my, 0)
     cx1, cy1 = min(x1 + mx, width), min(y1 + my, height)
     crop = image[cy0:cy1, cx0:cx1]
     ch, cw = crop.shape[:2]
     rect = [x0 - cx0, y0 - cy0, x1 - cx0, y1 - cy0]  # xyxy in crop coordinates
-    scale = 1.0
     if settings.max_side and max(ch, cw) > settings.max_side:
+        scale = 1.0  # the memory cap wins over upscaling
         scale = settings.max_side / max(ch, cw)
         crop = cv2.resize(crop, (max(round(cw * scale), 1), max(round(ch * scale), 1)), interpolation=cv2.INTER_AREA)
         sh, sw = crop.shape[:2]
         rect = [min(math.floor(rect[0] * scale), sw - 1), min(math.floor(rect[1] * scale), sh - 1),
                 min(math.ceil(rect[2] * scale), sw), min(math.ceil(rect[3] * scale), sh)]
+        back = cv2.INTER_NEAREST
+    elif scale != 1.0:
+        sw, sh = max(round(cw * scale), 1), max(round(ch * scale), 1)
+        crop = cv2.resize(crop, (sw, sh), interpolation=cv2.INTER_LINEAR)
+        rect = [math.floor(rect[0] * sw / cw), math.floor(rect[1] * sh / ch),
+                min(math.ceil(rect[2] * sw / cw), sw), min(math.ceil(rect[3] * sh / ch), sh)]
+        back = cv2.INTER_AREA
     sh, sw = crop.shape[:2]
     if (rect[2] - rect[0]) * (rect[3] - rect[1]) >= sh * sw - 16:
         # The box covers (nearly) the whole crop: GrabCut needs background samples for its GMM.
@@ -189,13 +236,25 @@ def _grabcut_raw(image, box, extent, settings, rng_seed):
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     cv2.setRNGSeed(int(rng_seed))
     try:
-        cv2.grabCut(np.ascontiguousarray(crop), mask, (rect[0], rect[1], rect[2] - rect[0], rect[3] - rect[1]),
-                    bgd, fgd, settings.iterations, cv2.GC_INIT_WITH_RECT)
+        if settings.core > 0:
+            mask[rect[1]:rect[3], rect[0]:rect[2]] = cv2.GC_PR_FGD
+            rw, rh = rect[2] - rect[0], rect[3] - rect[1]
+            axes = (max(int(round(settings.core * rw / 2)), 1), max(int(round(settings.core * rh / 2)), 1))
+            centre = (int((rect[0] + rect[2]) / 2), int((rect[1] + rect[3]) / 2))
+            cv2.ellipse(mask, centre, axes, 0, 0, 360, cv2.GC_FGD, -1)
+            cv2.grabCut(np.ascontiguousarray(crop), mask, None, bgd, fgd, settings.iterations,
+                        cv2.GC_INIT_WITH_MASK)
+        else:
+            cv2.grabCut(np.ascontiguousarray(crop), mask, (rect[0], rect[1], rect[2] - rect[0], rect[3] - rect[1]),
+                        bgd, fgd, settings.iterations, cv2.GC_INIT_WITH_RECT)
     except cv2.error:
         return None
-    fg = ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.uint8)
+    fg = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
     if scale != 1.0:
-        fg = cv2.resize(fg, (cw, ch), interpolation=cv2.INTER_NEAREST)
+        if back == cv2.INTER_AREA:
+            fg = cv2.resize(fg.astype(np.float32), (cw, ch), interpolation=cv2.INTER_AREA) > 0.5
+        else:
+            fg = cv2.resize(fg.astype(np.uint8), (cw, ch), interpolation=cv2.INTER_NEAREST) > 0
     return crop_to_extent(fg, (x0 - cx0, y0 - cy0, x1 - cx0, y1 - cy0)).astype(bool)
 
 
@@ -212,22 +271,12 @@ def paint_instance_map(height, width, masks, extents, areas, indices, crowd_exte
     """
     if len(indices) + 1 >= IGNORE_INDEX:
         raise ValueError(f"an image with {len(indices)} boxes does not fit a 16-bit instance map")
-    flat = np.zeros(height * width, np.int64)  # painting rank + 1 of the winning box (0 = none)
+    out = np.zeros((height, width), np.uint16)
     indices = np.asarray(indices, np.int64)
     if len(indices):
-        order = np.lexsort((indices, -np.asarray(areas, np.float64)))  # painting order
-        rank = np.empty(len(order), np.int64)
-        rank[order] = np.arange(1, len(order) + 1)
-        pixel_ids, ranks = [], []
-        for j, (mask, (x0, y0, x1, y1)) in enumerate(zip(masks, extents)):
-            ys, xs = np.nonzero(mask)
-            pixel_ids.append((ys + y0) * width + (xs + x0))
-            ranks.append(np.full(len(ys), rank[j], np.int64))
-        np.maximum.at(flat, np.concatenate(pixel_ids), np.concatenate(ranks))
-    lut = np.zeros(len(indices) + 1, np.uint16)
-    if len(indices):
-        lut[rank] = indices + 1
-    out = lut[flat].reshape(height, width)
+        for j in np.lexsort((indices, -np.asarray(areas, np.float64))).tolist():  # painting order
+            x0, y0, x1, y1 = extents[j]
+            out[y0:y1, x0:x1][np.asarray(masks[j], bool)] = indices[j] + 1
     if len(crowd_extents):
         # Integer extents are their own touched pixels, so the union of the rectangles is exact.
         crowd_area = box_union_mask(np.asarray(crowd_extents).reshape(-1, 4), height, width, PIXELS_TOUCHED)

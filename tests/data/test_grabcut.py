@@ -13,6 +13,7 @@ from detectron2.structures import BoxMode
 
 from box2seg.config import add_box2seg_config
 from box2seg.data import grabcut as G
+from box2seg.structures import ellipse_masks
 
 
 def _scene(h=112, w=128, seed=0):
@@ -24,22 +25,41 @@ def _scene(h=112, w=128, seed=0):
     return np.ascontiguousarray(image)
 
 
+def get_cfg_with_box2seg():
+    cfg = get_cfg()
+    add_box2seg_config(cfg)
+    return cfg
+
+
 def _ann(box, cls, crowd=0):
     return {"bbox": [float(v) for v in box], "bbox_mode": BoxMode.XYXY_ABS, "category_id": cls, "iscrowd": crowd}
 
 
 def test_settings_key_and_config():
     s = G.GrabCutSettings()
-    assert (s.iterations, s.margin, s.min_margin, s.max_side, s.seed) == (5, 0.5, 32, 0, 0)
+    assert (s.iterations, s.margin, s.min_margin, s.max_side, s.seed) == (5, 0.5, 32, 1024, 0)
+    assert (s.fallback_fill, s.upscale_to, s.core) == (0.4, 64, 0.45)
     assert s.key() == G.GrabCutSettings().key() and len(s.key()) == 8
     assert G.GrabCutSettings(margin=1).key() == G.GrabCutSettings(margin=1.0).key()
     assert G.GrabCutSettings(max_side=256).key() != s.key()
+    # Each new setting is part of the cache key.
+    keys = {s.key()} | {G.GrabCutSettings(**{name: value}).key() for name, value in
+                        (("fallback_fill", 0.05), ("upscale_to", 0), ("core", 0), ("max_side", 0))}
+    assert len(keys) == 5
+    assert G.GrabCutSettings.from_config(get_cfg_with_box2seg()) == s
+    for name, bad in (("fallback_fill", 1.5), ("upscale_to", -1), ("core", 1.0)):
+        with pytest.raises(ValueError, match=name):
+            G.GrabCutSettings(**{name: bad})
     cfg = get_cfg()
     add_box2seg_config(cfg)
     cfg.GRABCUT.MAX_SIDE = 384
     cfg.GRABCUT.SEED = 3
-    assert G.GrabCutSettings.from_config(cfg) == G.GrabCutSettings(max_side=384, seed=3)
-    assert G.GrabCutSettings(max_side=384, seed=3).cli_flags() == "--max-side 384 --seed 3"
+    cfg.GRABCUT.UPSCALE_TO = 0
+    cfg.GRABCUT.CORE = 0.0
+    cfg.GRABCUT.FALLBACK_FILL = 0.05
+    shipped = G.GrabCutSettings(max_side=384, seed=3, upscale_to=0, core=0, fallback_fill=0.05)
+    assert G.GrabCutSettings.from_config(cfg) == shipped
+    assert shipped.cli_flags() == "--max-side 384 --seed 3 --fallback-fill 0.05 --upscale-to 0 --core 0"
     with pytest.raises(ValueError, match="iterations"):
         G.GrabCutSettings(iterations=0)
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -93,7 +113,7 @@ def test_instance_map_semantics():
     assert not (inst[38:62, 68:92] == G.IGNORE_INDEX).any()
     assert not (inst[23:88, 18:83] == G.IGNORE_INDEX).any()
     # The degenerate box got the inscribed ellipse.
-    np.testing.assert_array_equal(inst[90:110, 10:12] == 4, G.ellipse_mask(20, 2))
+    np.testing.assert_array_equal(inst[90:110, 10:12] == 4, G.box_ellipse([10, 90, 12, 110], (10, 90, 12, 110)))
     assert G.summarize_stats([stats])["fallbacks"] == 1
 
 
@@ -114,7 +134,60 @@ def test_empty_grabcut_result_falls_back_to_ellipse(monkeypatch):
     monkeypatch.setattr(G.cv2, "grabCut", empty_grabcut)
     mask, extent, fallback = G.grabcut_box(_scene(), [20, 25, 81, 86], G.GrabCutSettings(), 0)
     assert fallback and extent == (20, 25, 81, 86)
-    np.testing.assert_array_equal(mask, G.ellipse_mask(61, 61))
+    np.testing.assert_array_equal(mask, G.box_ellipse([20, 25, 81, 86], extent))
+
+
+def test_fallback_ellipse_is_the_scorers_pixel_centre_ellipse():
+    box = [10.3, 5.6, 30.2, 17.9]
+    extent = (10, 5, 31, 18)
+    full = ellipse_masks(np.array([box]), 40, 40)[0]
+    np.testing.assert_array_equal(G.box_ellipse(box, extent), full[5:18, 10:31])
+    assert not full[:5].any() and not full[:, :10].any()
+
+
+def test_fallback_fill_threshold(monkeypatch):
+    """A result covering 20% of the box is kept at fallback_fill 0.05 and replaced by the ellipse at 0.4."""
+    def fifth(img, mask, rect, bgd, fgd, it, mode):
+        ys, xs = np.nonzero(mask == cv2.GC_PR_FGD) if rect is None else (None, None)
+        x, y, w, h = rect if rect is not None else (xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min())
+        mask[:] = cv2.GC_BGD
+        mask[y:y + h, x:x + w // 5] = cv2.GC_FGD
+        return mask, bgd, fgd
+
+    monkeypatch.setattr(G.cv2, "grabCut", fifth)
+    box = [20, 25, 80, 85]
+    kept = G.grabcut_box(_scene(), box, G.GrabCutSettings(fallback_fill=0.05, core=0, upscale_to=0), 0)
+    dropped = G.grabcut_box(_scene(), box, G.GrabCutSettings(fallback_fill=0.4, core=0, upscale_to=0), 0)
+    assert not kept[2] and 0.15 < kept[0].mean() < 0.25
+    assert dropped[2]
+
+
+def test_upscale_and_core_find_a_small_object():
+    image = np.full((200, 200, 3), (40, 130, 40), np.uint8)
+    cv2.circle(image, (100, 100), 9, (30, 30, 220), -1)
+    box = [90, 90, 111, 111]
+    yy, xx = np.mgrid[90:111, 90:111]
+    disc = (xx - 100) ** 2 + (yy - 100) ** 2 <= 81
+    for settings in (G.GrabCutSettings(), G.GrabCutSettings(core=0), G.GrabCutSettings(upscale_to=0)):
+        mask, extent, fallback = G.grabcut_box(image, box, settings, rng_seed=1)
+        assert extent == (90, 90, 111, 111) and mask.shape == (21, 21) and not fallback
+        assert (mask & disc).sum() / (mask | disc).sum() > 0.75, settings
+
+
+def test_max_side_cap_leaves_small_images_unchanged():
+    """The memory cap (max_side 1024, the default) never touches a crop of an image of at most 1024 px."""
+    rng = np.random.default_rng(3)
+    image = (rng.integers(0, 60, (1024, 700, 3)) + 60).astype(np.uint8)
+    cv2.circle(image, (350, 500), 300, (30, 30, 220), -1)
+    cv2.rectangle(image, (20, 30), (26, 900), (220, 60, 40), -1)
+    record = {"file_name": "big.png", "image_id": 1, "height": 1024, "width": 700,
+              "annotations": [_ann([40, 190, 660, 810], 0), _ann([0, 0, 700, 1024], 1), _ann([18, 28, 29, 903], 2)]}
+    capped, stats = G.compute_instance_map(image, record, G.GrabCutSettings())
+    free, free_stats = G.compute_instance_map(image, record, G.GrabCutSettings(max_side=0))
+    np.testing.assert_array_equal(capped, free)
+    assert stats == free_stats
+    smaller, _ = G.compute_instance_map(image, record, G.GrabCutSettings(max_side=256))
+    assert not np.array_equal(smaller, free)  # the cap does act on crops above it
 
 
 def test_instance_map_to_labels():
