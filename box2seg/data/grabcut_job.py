@@ -30,6 +30,7 @@ from .grabcut import (
     read_png_stats,
     summarize_stats,
 )
+from .images import ImageReadError, read_image
 
 logger = logging.getLogger(__name__)
 
@@ -75,12 +76,12 @@ def _work(task):
     position, record, settings, out_path, dataset_name, skip_bad = task
     if _PARENT_PID is not None and os.getppid() != _PARENT_PID:
         os._exit(1)  # the job was killed: an orphaned worker stops instead of writing on
-    image = cv2.imread(record["file_name"], cv2.IMREAD_COLOR)
-    error = None
-    if image is None:
-        error = f"cannot read image {record['file_name']} (image_id {record['image_id']!r}) of dataset " \
-                f"{dataset_name!r}: missing or corrupt"
-    elif record["height"] is not None and image.shape[:2] != (record["height"], record["width"]):
+    error, image = None, None
+    try:
+        image = read_image(record["file_name"], format="BGR")
+    except ImageReadError as e:
+        error = f"{e} (image_id {record['image_id']!r} of dataset {dataset_name!r})"
+    if image is not None and record["height"] is not None and image.shape[:2] != (record["height"], record["width"]):
         error = (f"image {record['file_name']} (image_id {record['image_id']!r}) of dataset {dataset_name!r} is "
                  f"{image.shape[1]}x{image.shape[0]} but its annotations say {record['width']}x{record['height']}")
     if error is not None:

@@ -29,6 +29,7 @@ from fvcore.transforms.transform import PadTransform
 from ..structures import PIXELS_TOUCHED, box_union_mask, record_boxes
 from .datasets.common import ignore_label_for
 from .grabcut import instance_map_to_labels, load_instance_map
+from .images import read_image
 
 __all__ = ["Box2SegDatasetMapper", "PadToSize", "build_box2seg_augmentations", "apply_segmentation"]
 
@@ -163,7 +164,7 @@ class Box2SegDatasetMapper:
 
     def __call__(self, dataset_dict):
         record = copy.deepcopy(dataset_dict)  # it will be modified below
-        image = utils.read_image(record["file_name"], format=self.image_format)
+        image = read_image(record["file_name"], format=self.image_format)
         utils.check_image_size(record, image)
         boxes, classes, crowd = record_boxes(record)
         grabcut_map = self._grabcut_class_map(record, classes, image.shape[:2])

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from ..data.cache import atomic_path
+from ..data.images import read_image
 from ..structures import record_boxes
 
 __all__ = [
@@ -154,9 +155,7 @@ def write_overlay(path, record, labels, box_labels, meta):
     The demo's overlay. ``record`` is a dataset dict, ``labels`` the (H, W) semantic prediction,
     ``box_labels`` the label map its box-conditioned masks paint (``paint_box_masks``).
     """
-    image = cv2.imread(record["file_name"], cv2.IMREAD_COLOR)
-    if image is None:
-        raise OSError(f"cannot read image {record['file_name']}")
+    image = read_image(record["file_name"], format="BGR")
     colours = palette(len(meta.thing_classes))
     boxes, classes, _ = record_boxes(record)
     boxed = draw_boxes(image, boxes, classes, colours)
