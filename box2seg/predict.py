@@ -6,7 +6,7 @@ classes it also returns the box-conditioned masks (one per box), the masks the p
 Mask R-CNN; ``attention()`` gives the alpha branch's per-class maps sigmoid(alpha).
 
     box2seg predict --config-file CFG --input photos/ 'more/*.jpg' one.png --output pred/ \\
-        --opts MODEL.WEIGHTS output/model_final.pth
+        MODEL.WEIGHTS output/model_final.pth
 
 writes ``pred/labels/NAME.png`` (semantic labels: 0 background, class + 1; uint16 beyond 254 classes) and
 ``pred/overlays/NAME.png`` (the image tinted by the prediction) for every input image.
@@ -18,14 +18,13 @@ import os
 
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.data.detection_utils import read_image
 from detectron2.modeling import build_model
 from tqdm import tqdm
 
-from .engine import setup_cfg
+from .engine import load_weights, setup_cfg
 from .modeling.box_conditioned import box_conditioned_masks
 from .utils.visualizer import overlay_labels, palette, write_label_png, write_png
 
@@ -68,17 +67,19 @@ class Box2SegPredictor:
 
     Loads ``cfg.MODEL.WEIGHTS``, resizes with INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST, converts the BGR input
     to INPUT.FORMAT and returns everything at the input's resolution. Attributes: ``model``,
-    ``num_classes`` (L, background not counted), ``thing_classes``.
+    ``num_classes`` (L, background not counted), ``thing_classes``. Weights that leave parameters of the
+    model unloaded (another class count, Mask R-CNN weights) raise ``engine.PartialWeightsError`` unless
+    ``allow_partial_weights``.
     """
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, allow_partial_weights=False):
         self.cfg = cfg.clone()
         self.model = build_model(self.cfg)
         if not (hasattr(self.model, "decoders") and hasattr(self.model, "backbone")):
             raise TypeError(f"MODEL.META_ARCHITECTURE={cfg.MODEL.META_ARCHITECTURE!r} is not a Box2Seg model")
         self.model.eval()
         if cfg.MODEL.WEIGHTS:
-            DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+            load_weights(self.model, cfg.MODEL.WEIGHTS, allow_partial=allow_partial_weights)
         else:
             logger.warning("MODEL.WEIGHTS is empty: predicting with an untrained, randomly initialised model")
         self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)

@@ -2,7 +2,7 @@
 :mod:`box2seg.export` and docs/export.md."""
 import argparse
 
-from ..engine import setup_cfg
+from ..engine import PartialWeightsError, setup_cfg
 from ..export import ExportError, export_config, export_dataset, merge_shards, parse_shard
 
 __all__ = ["add_arguments", "main", "format_summary"]
@@ -31,6 +31,9 @@ def add_arguments(parser):
     parser.add_argument("--merge", default="", metavar="DIR",
                         help="join the shard outputs in DIR into DIR/pseudo_masks.json (no other option)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--allow-partial-weights", action="store_true",
+                        help="run even if MODEL.WEIGHTS leaves parts of the model (e.g. its heads) randomly "
+                             "initialised; refused by default, naming the keys")
     parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
                         help="config overrides, e.g. MODEL.WEIGHTS out/model_final.pth MODEL.DEVICE cpu")
 
@@ -55,10 +58,10 @@ def main(args):
         cfg = setup_cfg(args.config_file, args.opts, coco_datasets=getattr(args, "coco_dataset", []))
         cfg = export_config(cfg, args.dataset)
         summary = export_dataset(cfg, args.dataset, args.output, shard=shard, force=args.force,
-                                 progress=not args.no_progress)
+                                 progress=not args.no_progress, allow_partial_weights=args.allow_partial_weights)
         print(format_summary(summary), flush=True)
         return 0
-    except ExportError as e:
+    except (ExportError, PartialWeightsError) as e:
         print(f"box2seg export: error: {e}", flush=True)
         return 2
 

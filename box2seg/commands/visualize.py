@@ -24,6 +24,9 @@ def add_arguments(parser):
     parser.add_argument("--max-images", type=int, default=16, metavar="K", help="first K images (0 = all)")
     parser.add_argument("--columns", type=int, default=4, help="panels per grid row")
     parser.add_argument("--scale", type=float, default=1.0, help="panel magnification (small images)")
+    parser.add_argument("--allow-partial-weights", action="store_true",
+                        help="run even if MODEL.WEIGHTS leaves parts of the model (e.g. its heads) randomly "
+                             "initialised; refused by default, naming the keys")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
                         help="config overrides (last, as for box2seg export), e.g. MODEL.WEIGHTS out/model_final.pth")
 
@@ -52,7 +55,7 @@ def main(args):
                 f"{cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES} (background included) but dataset {args.dataset!r} "
                 f"has {len(thing_classes)} classes plus background"
             )
-        predictor = Box2SegPredictor(cfg)
+        predictor = Box2SegPredictor(cfg, allow_partial_weights=args.allow_partial_weights)
     pseudo = load_pseudo_masks(args.pseudo_masks, thing_classes) if args.pseudo_masks else None
     written = visualize_records(records, thing_classes, args.output, pseudo, predictor, args.columns, args.scale)
     return 0 if written == len(records) else 1

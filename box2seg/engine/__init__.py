@@ -1,16 +1,21 @@
 """Box2Seg's engine: the one config set-up and dataset registration (``defaults``), data loaders that carry
 GrabCut labels and cache preparation (``data``), evaluators (``evaluators``), the solver (``solver``), the
 Trainer (``trainer``) and the train-and-score loop shared by the demo and the benchmarks (``runs``)."""
-from .data import build_test_loader, build_train_loader, evaluation_records, prepare_caches, train_dicts_with_grabcut
+from .data import (GrabCutNotPreparedError, build_test_loader, build_train_loader, evaluation_records, prepare_caches,
+                   train_dicts_with_grabcut)
 from .defaults import check_num_classes, register_datasets, setup_cfg
-from .evaluators import build_evaluator
+from .evaluators import NothingToEvaluateError, build_evaluator, check_evaluable
 from .runs import final_weights, load_model, train_and_score, train_runs, train_unless_finished
 from .solver import ConfigPolyLR, build_lr_scheduler, build_optimizer, optimizer_param_groups
 from .trainer import Trainer, TrainOnlyTrainer
+from .weights import PartialWeightsError, load_weights
 
 
 __all__ = [
     "ConfigPolyLR",
+    "GrabCutNotPreparedError",
+    "NothingToEvaluateError",
+    "PartialWeightsError",
     "TrainOnlyTrainer",
     "Trainer",
     "build_evaluator",
@@ -18,9 +23,11 @@ __all__ = [
     "build_optimizer",
     "build_test_loader",
     "build_train_loader",
+    "check_evaluable",
     "check_num_classes",
     "evaluation_records",
     "final_weights",
+    "load_weights",
     "load_model",
     "optimizer_param_groups",
     "prepare_caches",

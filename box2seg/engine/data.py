@@ -1,13 +1,16 @@
 """Data for training and testing: generated datasets, painted ground truth and GrabCut labels prepared by
-rank 0 behind a barrier, and loaders whose records carry the GrabCut files the mapper reads."""
+rank 0 behind a barrier, and loaders whose records carry the GrabCut files the mapper reads. With more than
+one process, missing GrabCut labels are refused with the command that prepares them: the other ranks would
+wait at the barrier (detectron2's 30-minute timeout) while rank 0 ran GrabCut for hours."""
 from detectron2.data import DatasetCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.utils import comm
 
-from ..data.grabcut import GrabCutSettings, attach_grabcut_files
+from ..data.grabcut import GrabCutSettings, attach_grabcut_files, grabcut_cache_dir, grabcut_file_for, prepare_command
 from ..data.grabcut_job import prepare_dataset
 from ..data.mapper import Box2SegDatasetMapper
 
 __all__ = [
+    "GrabCutNotPreparedError",
     "build_test_loader",
     "build_train_loader",
     "evaluation_records",
@@ -16,14 +19,42 @@ __all__ = [
 ]
 
 
+class GrabCutNotPreparedError(ValueError):
+    """GrabCut labels are missing and this multi-process run will not compute them behind a barrier."""
+
+
+def _missing_grabcut(name, dicts, settings):
+    folder = grabcut_cache_dir(name, dicts, settings)
+    return sum(not grabcut_file_for(folder, r).is_file() for r in dicts)
+
+
 def prepare_caches(cfg, dataset_names, grabcut=True):
     """Build generated datasets, painted ground truth and (optionally) GrabCut labels on rank 0 only;
-    the other ranks wait at a barrier and then read the finished cache."""
+    the other ranks wait at a barrier and then read the finished cache. With more than one process, missing
+    GrabCut labels are refused on every rank (:class:`GrabCutNotPreparedError`, with the
+    ``box2seg prepare-grabcut`` command to run first) instead of prepared while the others wait."""
+    settings = GrabCutSettings.from_config(cfg)
+    missing = []
     if comm.is_main_process():
         for name in dataset_names:
             dicts = DatasetCatalog.get(name)  # generates / paints on first use
-            if grabcut and cfg.GRABCUT.PREPARE_IF_MISSING:
-                prepare_dataset(name, dicts, GrabCutSettings.from_config(cfg), workers=cfg.DATALOADER.NUM_WORKERS)
+            if not (grabcut and cfg.GRABCUT.PREPARE_IF_MISSING):
+                continue
+            if comm.get_world_size() > 1:
+                count = _missing_grabcut(name, dicts, settings)
+                if count:
+                    missing.append((name, count, len(dicts)))
+            else:
+                prepare_dataset(name, dicts, settings, workers=cfg.DATALOADER.NUM_WORKERS)
+    if comm.get_world_size() > 1:
+        missing = comm.all_gather(missing)[0]  # every rank refuses, none waits at the barrier
+    if missing:
+        lines = "\n".join(f"    {prepare_command(name, settings)}" for name, _, _ in missing)
+        counts = ", ".join(f"{name!r}: {count} of {total} images" for name, count, total in missing)
+        raise GrabCutNotPreparedError(
+            f"GrabCut labels are missing ({counts}) and this run has {comm.get_world_size()} processes: the "
+            f"other ranks would wait for rank 0 at a barrier that times out after 30 minutes. Prepare them "
+            f"first (add --workers N), then start the run again:\n{lines}")
     comm.synchronize()
 
 

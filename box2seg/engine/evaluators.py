@@ -4,19 +4,44 @@ from detectron2.evaluation import DatasetEvaluators, SemSegEvaluator
 
 from ..evaluation import BoxMaskIoUEvaluator
 
-__all__ = ["build_evaluator"]
+__all__ = ["NothingToEvaluateError", "build_evaluator", "check_evaluable"]
+
+
+class NothingToEvaluateError(ValueError):
+    """An evaluation asked of datasets that give nothing to evaluate (none, or ground truth without masks)."""
+
+
+def _evaluator_types(dataset_name):
+    meta = MetadataCatalog.get(dataset_name)
+    return meta.get("evaluator_type", None) == "sem_seg", bool(meta.get("has_masks", False))
+
+
+def check_evaluable(cfg):
+    """Refuse an evaluation (``--eval-only``) that would evaluate nothing and still exit 0: DATASETS.TEST
+    empty, or a test dataset with neither semantic ground truth nor true masks (boxes only), which
+    detectron2's ``DefaultTrainer.test`` skips with a warning."""
+    if not cfg.DATASETS.TEST:
+        raise NothingToEvaluateError("DATASETS.TEST is empty: nothing to evaluate; name a dataset with masks, "
+                                     "e.g. DATASETS.TEST \"('my_val',)\"")
+    for name in cfg.DATASETS.TEST:
+        semantic, masks = _evaluator_types(name)
+        if not (semantic or masks):
+            raise NothingToEvaluateError(
+                f"DATASETS.TEST dataset {name!r} has no masks (boxes only): no semantic ground truth to "
+                "evaluate against; evaluate on a dataset whose annotations carry segmentations")
 
 
 def build_evaluator(cfg, dataset_name):
     """SemSegEvaluator where the dataset has semantic ground truth, plus the box-mask IoU where it has
     true instance masks. Dispatches on the metadata's evaluator_type like detectron2's train_net."""
-    meta = MetadataCatalog.get(dataset_name)
+    semantic, masks = _evaluator_types(dataset_name)
     evaluators = []
-    if meta.get("evaluator_type", None) == "sem_seg":
+    if semantic:
         evaluators.append(SemSegEvaluator(dataset_name, distributed=True, output_dir=None))
-    if meta.get("has_masks", False):
+    if masks:
         evaluators.append(BoxMaskIoUEvaluator(dataset_name, distributed=True))
     if not evaluators:
+        meta = MetadataCatalog.get(dataset_name)
         raise NotImplementedError(
             f"dataset {dataset_name!r} has neither semantic ground truth nor true masks: nothing to evaluate "
             f"(evaluator_type={meta.get('evaluator_type', None)!r})"

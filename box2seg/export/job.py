@@ -17,7 +17,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
 from detectron2.modeling import build_model
 from detectron2.utils.file_io import PathManager
@@ -27,7 +26,7 @@ from ..data.cache import annotations_hash, atomic_write_bytes, folder_lock, safe
 from ..data.datasets.common import ignore_label_for
 from ..data.grabcut import GrabCutSettings
 from ..data.mapper import Box2SegDatasetMapper
-from ..engine import check_num_classes
+from ..engine import check_num_classes, load_weights
 from .folder import (HEADER_FILE, OUTPUT_FILE, ExportError, dumps, fingerprint_diff, read_json, remove_stale_temps,
                      shard_lock, shard_name)
 from .masks import GrabCutMaps, image_part, record_masks, sum_stats
@@ -90,9 +89,9 @@ def export_fingerprint(cfg, dataset_name, dicts, source_digest, weights_digest, 
     }
 
 
-def _build_model(cfg):
+def _build_model(cfg, allow_partial_weights=False):
     model = build_model(cfg)
-    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    load_weights(model, cfg.MODEL.WEIGHTS, allow_partial=allow_partial_weights)
     model.eval()
     return model
 
@@ -130,11 +129,14 @@ def _write_header(output, fingerprint, source, dicts, force):
             "loaded_annotations": sum(len(r.get("annotations", [])) for r in dicts)}))
 
 
-def export_dataset(cfg, dataset_name, output, shard=(0, 1), force=False, progress=True, model=None):
+def export_dataset(cfg, dataset_name, output, shard=(0, 1), force=False, progress=True, model=None,
+                   allow_partial_weights=False):
     """Export shard ``shard = (I, N)`` of ``dataset_name`` into ``output``; returns the summary dict.
 
     ``cfg``: see :func:`export_config`. With N == 1 the run also writes ``output/pseudo_masks.json``.
     ``model`` replaces the one built from ``cfg`` (tests); MODEL.WEIGHTS is still what the fingerprint hashes.
+    Weights that leave parameters of the model unloaded are refused (``engine.PartialWeightsError``) unless
+    ``allow_partial_weights``.
     """
     start = time.perf_counter()
     index, num_shards = shard
@@ -183,7 +185,7 @@ def export_dataset(cfg, dataset_name, output, shard=(0, 1), force=False, progres
 
         grabcut_maps = GrabCutMaps(dataset_name, dicts, settings, cfg.GRABCUT.PREPARE_IF_MISSING)
         if pending:
-            model = model if model is not None else _build_model(cfg)
+            model = model if model is not None else _build_model(cfg, allow_partial_weights)
             mapper = Box2SegDatasetMapper(cfg, is_train=False)
             loader = build_detection_test_loader([dicts[i] for i in pending], mapper=mapper,
                                                  num_workers=cfg.DATALOADER.NUM_WORKERS)

@@ -8,8 +8,11 @@
 
 ``--coco-dataset NAME=JSON:IMAGE_ROOT`` (repeatable) registers a COCO-format box dataset; it is stored in
 the config (DATASETS.COCO_FORMAT), so every launched worker registers it too. The Trainer, data and solver
-are box2seg.engine's.
+are box2seg.engine's. ``--eval-only`` refuses weights whose heads do not fit the config (naming the keys;
+``--allow-partial-weights`` loads them anyway) and test datasets that give nothing to evaluate.
 """
+import sys
+
 import box2seg  # noqa: F401  (first: detectron2 v0.6 fixes before any detectron2 import)
 
 from detectron2.checkpoint import DetectionCheckpointer
@@ -17,7 +20,10 @@ from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
-from box2seg.engine import Trainer, check_num_classes, prepare_caches, setup_cfg
+from box2seg.engine import (GrabCutNotPreparedError, NothingToEvaluateError, PartialWeightsError, Trainer,
+                            check_evaluable, check_num_classes, load_weights, prepare_caches, setup_cfg)
+
+USER_ERRORS = (GrabCutNotPreparedError, NothingToEvaluateError, PartialWeightsError)
 
 
 def argument_parser():
@@ -25,6 +31,11 @@ def argument_parser():
     parser.add_argument(
         "--coco-dataset", action="append", default=[], metavar="NAME=JSON:IMAGE_ROOT",
         help="register a COCO-format box dataset under NAME (repeatable)",
+    )
+    parser.add_argument(
+        "--allow-partial-weights", action="store_true",
+        help="--eval-only: evaluate even if MODEL.WEIGHTS leaves parts of the model (e.g. its heads) randomly "
+             "initialised; refused by default, naming the keys",
     )
     return parser
 
@@ -39,9 +50,12 @@ def setup(args):
 def main(args):
     cfg = setup(args)
     if args.eval_only:
+        check_evaluable(cfg)
         prepare_caches(cfg, cfg.DATASETS.TEST, grabcut=False)
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        checkpointer = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+        weights = checkpointer.get_checkpoint_file() if args.resume and checkpointer.has_checkpoint() else cfg.MODEL.WEIGHTS
+        load_weights(model, weights, allow_partial=getattr(args, "allow_partial_weights", False))
         res = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)
@@ -56,11 +70,14 @@ def main(args):
 if __name__ == "__main__":
     args = argument_parser().parse_args()
     print("Command Line Args:", args)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    try:
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
+    except USER_ERRORS as e:  # one line, not a traceback (launched workers report their own)
+        sys.exit(f"train_net.py: error: {e}")

@@ -4,6 +4,9 @@ import os
 
 import cv2
 import pytest
+import torch
+
+from box2seg.engine import PartialWeightsError
 
 
 def test_grids_of_a_coco_dataset_flag(tmp_path, tiny_coco, run, tiny_cfg, tiny_weights):
@@ -25,3 +28,19 @@ def test_refusals(tmp_path, run):
         run("visualize", "--dataset", "box2seg_shapes_val", "--output", tmp_path)
     with pytest.raises(SystemExit, match="'nowhere' is not registered"):
         run("visualize", "--dataset", "nowhere", "--output", tmp_path, "--pseudo-masks", tmp_path / "p.json")
+
+
+def test_weights_whose_heads_do_not_fit_are_refused_unless_allowed(tmp_path, tiny_coco, run, tiny_cfg):
+    json_file, image_root = tiny_coco
+    maskrcnn = tmp_path / "maskrcnn.pth"
+    torch.save({"model": {"roi_heads.box_predictor.cls_score.weight": torch.zeros(81, 1024)}}, maskrcnn)
+    argv = ["visualize", "--coco-dataset", f"viz_partial={json_file}:{image_root}", "--dataset", "viz_partial",
+            "--output", tmp_path / "grids", "--max-images", "1", "--config-file", tiny_cfg]
+    try:
+        rc = run(*argv, "MODEL.WEIGHTS", maskrcnn)
+        message = ""
+    except PartialWeightsError as e:
+        rc, message = 2, str(e)
+    assert rc == 2 and (not message or "roi_heads.box_predictor.cls_score.weight" in message)
+    assert not (tmp_path / "grids").exists() or not os.listdir(tmp_path / "grids")
+    assert run(*argv, "--allow-partial-weights", "MODEL.WEIGHTS", maskrcnn) == 0
