@@ -1,10 +1,11 @@
-"""Mean per-instance mask IoU of box-conditioned masks against true masks (overall and by COCO size).
+"""Mean per-instance mask IoU of box-conditioned masks against true masks (overall and by COCO size),
+through the one scorer (:mod:`box2seg.evaluation.box_scorer`): each box's own mask (the headline) and the
+painted map (smaller box wins) side by side.
 
 This is the measure that matters for the labelling use case: every input box gets a mask, and each is
 compared with the true mask of the same annotation. Size buckets follow COCO, by ground-truth mask area:
 small < 32^2 <= medium < 96^2 <= large.
 """
-import itertools
 import logging
 from collections import OrderedDict
 
@@ -13,32 +14,12 @@ from detectron2.data import DatasetCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
-from ..structures import decode_segmentation
+from ..structures import decode_segmentation, record_boxes
+from .box_scorer import SIZE_BUCKETS, BoxScorer, mask_ious, summarize_instance_ious
+
+__all__ = ["BoxMaskIoUEvaluator", "SIZE_BUCKETS", "mask_ious", "summarize_instance_ious"]
 
 logger = logging.getLogger(__name__)
-
-SIZE_BUCKETS = (("small", 0, 32**2), ("medium", 32**2, 96**2), ("large", 96**2, float("inf")))
-
-
-def mask_ious(pred_masks, gt_masks):
-    """IoU of each predicted mask with the ground-truth mask at the same index; (N, H, W) each."""
-    pred = pred_masks.reshape(len(pred_masks), -1)
-    gt = gt_masks.reshape(len(gt_masks), -1)
-    inter = np.logical_and(pred, gt).sum(1)
-    union = np.logical_or(pred, gt).sum(1)
-    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
-
-
-def summarize_instance_ious(ious, gt_areas):
-    """{"mIoU": ..., "mIoU-small": ..., "count-small": ...}: means in [0, 1], NaN for an empty bucket."""
-    ious = np.asarray(ious, dtype=np.float64)
-    gt_areas = np.asarray(gt_areas, dtype=np.float64)
-    result = OrderedDict(mIoU=float(ious.mean()) if ious.size else float("nan"), count=int(ious.size))
-    for name, low, high in SIZE_BUCKETS:
-        keep = (gt_areas >= low) & (gt_areas < high)
-        result[f"mIoU-{name}"] = float(ious[keep].mean()) if keep.any() else float("nan")
-        result[f"count-{name}"] = int(keep.sum())
-    return result
 
 
 class BoxMaskIoUEvaluator(DatasetEvaluator):
@@ -53,8 +34,7 @@ class BoxMaskIoUEvaluator(DatasetEvaluator):
         self.reset()
 
     def reset(self):
-        self._ious = []
-        self._areas = []
+        self._scorer = BoxScorer()
 
     def process(self, inputs, outputs):
         for inp, out in zip(inputs, outputs):
@@ -68,24 +48,28 @@ class BoxMaskIoUEvaluator(DatasetEvaluator):
                     f"{self._dataset_name}: image {record['file_name']} has {len(annotations)} annotations but "
                     f"the model returned {len(pred)} box masks; box masks must follow the annotation order"
                 )
-            scored = [i for i, a in enumerate(annotations) if not a.get("iscrowd", 0) and "segmentation" in a]
+            boxes, _, crowd = record_boxes(record)
+            normal = np.flatnonzero(~crowd)  # every normal box takes part in painting
+            scored = [j for j, i in enumerate(normal) if "segmentation" in annotations[i]]
             if not scored:
                 continue
             height, width = record["height"], record["width"]
-            gt = np.stack([decode_segmentation(annotations[i]["segmentation"], height, width) for i in scored])
-            self._ious.extend(mask_ious(pred[scored], gt).tolist())
-            self._areas.extend(gt.reshape(len(gt), -1).sum(1).tolist())
+            gt = [decode_segmentation(annotations[normal[j]]["segmentation"], height, width) for j in scored]
+            self._scorer.add(pred[normal], boxes[normal], np.stack(gt), scored)
 
     def evaluate(self):
-        ious, areas = self._ious, self._areas
+        scorer = self._scorer
         if self._distributed:
             comm.synchronize()
-            ious = list(itertools.chain(*comm.gather(ious)))
-            areas = list(itertools.chain(*comm.gather(areas)))
+            scorers = comm.gather(scorer)
             if not comm.is_main_process():
                 return {}
-        if not ious:
+            scorer = BoxScorer()
+            for part in scorers:
+                scorer.merge(part)
+        if not len(scorer):
             logger.warning(f"{self._dataset_name}: no box masks to score (no true masks, or no box_masks output)")
             return {}
-        summary = summarize_instance_ious(ious, areas)
-        return OrderedDict(box_mask_iou={k: (100 * v if k.startswith("mIoU") else v) for k, v in summary.items()})
+        summary = OrderedDict(scorer.summary("per_box"))
+        summary.update((f"painted-{k}", v) for k, v in scorer.summary("painted").items() if k.startswith("mIoU"))
+        return OrderedDict(box_mask_iou={k: (100 * v if "mIoU" in k else v) for k, v in summary.items()})

@@ -1,5 +1,7 @@
 """Scoring per-box masks from any source (filled boxes, ellipses, GrabCut, Box2Seg) the same way:
-semantic mIoU of the label map they paint, and per-instance mask IoU against the true masks.
+semantic mIoU of the label map they paint, and per-instance mask IoU against the true masks through the one
+scorer (:mod:`box2seg.evaluation.box_scorer`): each box's own mask ("instance_mIoU", the headline) and the
+pixels it keeps in the painted map, smaller box wins ("painted_mIoU").
 
 Semantic mIoU here uses the same definition as the (fixed) SemSegEvaluator: mean over the classes with at
 least one ground-truth pixel of TP / (TP + FP + FN), ignore pixels excluded.
@@ -7,8 +9,8 @@ least one ground-truth pixel of TP / (TP + FP + FN), ignore pixels excluded.
 import numpy as np
 
 from ..compat import fixed_miou
-from ..structures import box_areas, decode_segmentation, record_boxes
-from .instance_iou import mask_ious, summarize_instance_ious
+from ..structures import decode_segmentation, record_boxes
+from .box_scorer import BoxScorer, paint_winners
 
 __all__ = ["paint_box_masks", "MaskScorer"]
 
@@ -19,12 +21,9 @@ def paint_box_masks(masks, classes, boxes, height, width):
     labels = np.zeros((height, width), dtype=np.int64)
     if len(masks) == 0:
         return labels
-    order = np.argsort(-box_areas(boxes), kind="stable")
-    stacked = np.asarray(masks, dtype=bool)[order]
-    # The last mask in painting order that covers a pixel wins: argmax over the reversed stack.
-    covered = stacked.any(0)
-    last = len(order) - 1 - np.argmax(stacked[::-1], axis=0)
-    labels[covered] = np.asarray(classes)[order][last[covered]] + 1
+    winners = paint_winners(masks, boxes)
+    covered = winners >= 0
+    labels[covered] = np.asarray(classes)[winners[covered]] + 1
     return labels
 
 
@@ -41,7 +40,7 @@ class MaskScorer:
         self.ignore_label = ignore_label
         n = num_classes + 1
         self._conf = np.zeros((n + 1, n + 1), dtype=np.int64)  # [pred, gt], last row/col = ignore
-        self._ious, self._areas, self._classes = [], [], []
+        self._boxes = BoxScorer()
 
     def add(self, record, masks, gt_labels=None, semantic_labels=None):
         annotations = record.get("annotations", [])
@@ -49,16 +48,15 @@ class MaskScorer:
         masks = np.asarray(masks, dtype=bool)
         if len(masks) != len(annotations):
             raise ValueError(f"{record['file_name']}: {len(masks)} masks for {len(annotations)} annotations")
-        scored = [i for i, a in enumerate(annotations) if not a.get("iscrowd", 0) and "segmentation" in a]
+        boxes, classes, crowd = record_boxes(record)
+        normal = np.flatnonzero(~crowd)  # every normal box takes part in painting
+        scored = [j for j, i in enumerate(normal) if "segmentation" in annotations[i]]
         if scored:
-            gt = np.stack([decode_segmentation(annotations[i]["segmentation"], height, width) for i in scored])
-            self._ious.extend(mask_ious(masks[scored], gt).tolist())
-            self._areas.extend(gt.reshape(len(gt), -1).sum(1).tolist())
-            self._classes.extend(int(annotations[i]["category_id"]) for i in scored)
+            gt = np.stack([decode_segmentation(annotations[normal[j]]["segmentation"], height, width) for j in scored])
+            self._boxes.add(masks[normal], boxes[normal], gt, scored, classes=classes[normal])
         if gt_labels is None:
             return
         if semantic_labels is None:
-            boxes, classes, crowd = record_boxes(record)
             semantic_labels = paint_box_masks(masks[~crowd], classes[~crowd], boxes[~crowd], height, width)
         n = self.num_classes + 1
         gt = np.asarray(gt_labels, dtype=np.int64).copy()
@@ -69,11 +67,10 @@ class MaskScorer:
         )
 
     def summary(self):
-        """{"semantic_mIoU": .., "instance_mIoU": .., "instance_mIoU-small": .., counts,
-        "instance_mIoU-by-class": {contiguous class id: mean IoU}}, IoUs in [0, 1]."""
-        inst = summarize_instance_ious(self._ious, self._areas)
+        """{"semantic_mIoU": .., "instance_mIoU": .., "instance_mIoU-small": .., counts, "painted_mIoU": ..,
+        "painted_mIoU-small": .., "instance_mIoU-by-class": {class id: mean IoU}}, IoUs in [0, 1]."""
         out = {"semantic_mIoU": fixed_miou(self._conf) if self._conf.sum() else float("nan")}
-        out.update({f"instance_{k}": v for k, v in inst.items()})
-        ious, classes = np.asarray(self._ious, dtype=np.float64), np.asarray(self._classes, dtype=np.int64)
-        out["instance_mIoU-by-class"] = {int(c): float(ious[classes == c].mean()) for c in np.unique(classes)}
+        out.update({f"instance_{k}": v for k, v in self._boxes.summary("per_box").items()})
+        out.update({f"painted_{k}": v for k, v in self._boxes.summary("painted").items() if k.startswith("mIoU")})
+        out["instance_mIoU-by-class"] = self._boxes.by_class("per_box")
         return out

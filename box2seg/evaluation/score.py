@@ -4,8 +4,12 @@ Both files describe the *same boxes*: the prediction must carry the ground truth
 ids (crowd annotations may be left out), which is what makes a per-instance comparison possible without any
 matching heuristic. Reported:
 
-- mean per-instance mask IoU, each prediction against the ground-truth mask of the same annotation id:
-  overall, by COCO size (small < 32^2 <= medium < 96^2 <= large, by ground-truth mask area) and per class.
+- mean per-instance mask IoU (the one scorer, :mod:`box2seg.evaluation.box_scorer`: RLE IoU through
+  pycocotools), each prediction against the ground-truth mask of the same annotation id, under both
+  protocols: the prediction's own mask (the headline, overlaps allowed) and the pixels it keeps once the
+  image's predictions are painted (smaller box wins); overall, by COCO size (small < 32^2 <= medium < 96^2
+  <= large, by ground-truth mask area) and, own masks, per class. A GT without any mask to score against is
+  refused (``ScoreError``: the command exits non-zero).
   Crowd annotations, ground-truth annotations without a mask and those whose box the dataset loaders drop
   (empty, non-finite or outside the image: no pseudo-mask can exist for them, so the prediction may omit
   them) are not scored;
@@ -23,7 +27,7 @@ import numpy as np
 from ..compat import fixed_miou
 from ..data.datasets.common import BOX_CLIPPED, validate_boxes
 from ..structures import PIXELS_TOUCHED, box_pixel_masks, decode_segmentation
-from .instance_iou import SIZE_BUCKETS, mask_ious, summarize_instance_ious
+from .box_scorer import SIZE_BUCKETS, mask_ious, painted_masks, summarize_instance_ious
 from .mask_scoring import paint_box_masks
 
 __all__ = ["ScoreError", "score_files", "score_coco", "check_matching_ids", "invalid_box_ids", "format_table",
@@ -151,7 +155,7 @@ def score_coco(gt, pred, gt_path="GT", pred_path="PRED"):
 
     n = num_classes + 1
     conf = np.zeros((n + 1, n + 1), np.int64)  # [pred, gt], last row/column: ignore
-    ious, areas, classes = [], [], []
+    ious, painted_ious, areas, classes = [], [], [], []
     per_image_gt, per_image_pred = {}, {}
     for a in gt["annotations"]:
         if a["id"] not in invalid:
@@ -175,10 +179,23 @@ def score_coco(gt, pred, gt_path="GT", pred_path="PRED"):
         not_scored["gt_without_mask"] += len(unmasked)
         gt_stack = np.array([m for m in gt_masks if m is not None], bool).reshape(-1, height, width)
 
-        # Per-instance IoU: each masked GT annotation against the prediction of the same id.
+        # A prediction without a mask is refused where the GT has one (scored below), else left unpainted
+        # (its GT box is ignore), so a file scored against itself is perfect.
+        preds = [a for a in per_image_pred.get(image["id"], [])
+                 if a.get("segmentation") or gt_anns[a["id"]].get("segmentation")]
+        pred_stack = np.array([_required_mask(a, height, width, pred_path) for a in preds], bool).reshape(
+            -1, height, width)
+        pred_boxes = np.array([_xyxy(a["bbox"]) for a in preds], np.float64).reshape(-1, 4)
+
+        # Per-instance IoU: each masked GT annotation against the prediction of the same id, as its own mask
+        # (the headline) and as the pixels it keeps once the image's predictions are painted (smaller box wins).
         if masked:
-            pred_stack = np.stack([_required_mask(pred_anns[a["id"]], height, width, pred_path) for a in masked])
-            ious.extend(mask_ious(pred_stack, gt_stack).tolist())
+            position = {a["id"]: k for k, a in enumerate(preds)}
+            own = np.stack([_required_mask(pred_anns[a["id"]], height, width, pred_path) for a in masked])
+            painted = painted_masks(pred_stack, pred_boxes)
+            kept = np.stack([painted[position[a["id"]]] if a["id"] in position else m for a, m in zip(masked, own)])
+            ious.extend(mask_ious(own, gt_stack).tolist())
+            painted_ious.extend(mask_ious(kept, gt_stack).tolist())
             areas.extend(gt_stack.reshape(len(gt_stack), -1).sum(1).tolist())
             classes.extend(contiguous[a["category_id"]] for a in masked)
 
@@ -194,17 +211,15 @@ def score_coco(gt, pred, gt_path="GT", pred_path="PRED"):
             unknown |= box_pixel_masks([_xyxy(a["bbox"]) for a in unmasked], height, width, PIXELS_TOUCHED).any(0)
         gt_index = gt_labels.copy()
         gt_index[unknown & ~gt_stack.any(0)] = n  # ignore where no real mask claims the pixel
-        # A prediction without a mask is refused where the GT has one (scored above), else left unpainted
-        # (its GT box is ignore), so a file scored against itself is perfect.
-        preds = [a for a in per_image_pred.get(image["id"], [])
-                 if a.get("segmentation") or gt_anns[a["id"]].get("segmentation")]
-        pred_stack = np.array([_required_mask(a, height, width, pred_path) for a in preds], bool).reshape(
-            -1, height, width)
-        pred_labels = paint_box_masks(pred_stack, [contiguous[a["category_id"]] for a in preds],
-                                      [_xyxy(a["bbox"]) for a in preds], height, width)
+        pred_labels = paint_box_masks(pred_stack, [contiguous[a["category_id"]] for a in preds], pred_boxes,
+                                      height, width)
         conf += np.bincount((n + 1) * pred_labels.reshape(-1) + gt_index.reshape(-1),
                             minlength=(n + 1) ** 2).reshape(n + 1, n + 1)
 
+    if not ious:
+        raise ScoreError(f"{gt_path}: no ground-truth mask to score against ({not_scored['gt_without_mask']} non-crowd "
+                         f"annotations without a mask, {not_scored['crowd']} crowd, {not_scored['invalid_box']} with an "
+                         "invalid box): box2seg score needs a GT with instance masks")
     ious, areas, classes = np.asarray(ious, np.float64), np.asarray(areas, np.float64), np.asarray(classes, np.int64)
     per_class = OrderedDict()
     core = conf[:-1, :-1].astype(np.float64)
@@ -222,6 +237,7 @@ def score_coco(gt, pred, gt_path="GT", pred_path="PRED"):
         "gt": str(gt_path),
         "pred": str(pred_path),
         "instance": summarize_instance_ious(ious, areas),
+        "instance_painted": summarize_instance_ious(painted_ious, areas),
         "not_scored": not_scored,
         "per_class": per_class,
         "semantic_mIoU": fixed_miou(conf) if conf.sum() else float("nan"),
@@ -249,14 +265,17 @@ def _pct(value):
 
 
 def format_table(results):
-    """A plain-text table: instance mIoU overall / by size / per class, then semantic IoU."""
-    inst = results["instance"]
+    """A plain-text table: instance mIoU overall / by size / per class (each box's own mask), then semantic
+    IoU; the painted protocol's instance mIoU beside the overall and size rows."""
+    inst, painted = results["instance"], results["instance_painted"]
     width = max([len("instances (all)")] + [len(name) for name in results["per_class"]]) + 2
     lines = [f"box2seg score: {results['pred']} vs {results['gt']}",
-             f"{'':{width}}{'inst mIoU':>10}{'count':>8}{'sem IoU':>9}",
-             f"{'instances (all)':{width}}{_pct(inst['mIoU']):>10}{inst['count']:>8}{'':>9}"]
+             f"{'':{width}}{'inst mIoU':>10}{'count':>8}{'sem IoU':>9}{'painted':>9}",
+             f"{'instances (all)':{width}}{_pct(inst['mIoU']):>10}{inst['count']:>8}{'':>9}"
+             f"{_pct(painted['mIoU']):>9}"]
     for name, _, _ in SIZE_BUCKETS:
-        lines.append(f"{'  ' + name:{width}}{_pct(inst[f'mIoU-{name}']):>10}{inst[f'count-{name}']:>8}{'':>9}")
+        lines.append(f"{'  ' + name:{width}}{_pct(inst[f'mIoU-{name}']):>10}{inst[f'count-{name}']:>8}{'':>9}"
+                     f"{_pct(painted[f'mIoU-{name}']):>9}")
     lines.append(f"{'background':{width}}{'':>10}{'':>8}{_pct(results['semantic_background_IoU']):>9}")
     for name, row in results["per_class"].items():
         lines.append(f"{name:{width}}{_pct(row['mIoU']):>10}{row['count']:>8}{_pct(row['semantic_IoU']):>9}")

@@ -12,3 +12,13 @@ def test_prints_table_and_writes_json(tiny_coco, tmp_path, capsys, run):
     assert saved["instance"]["mIoU"] == 1.0 and saved["instance"]["mIoU-large"] is None
     assert run("score", "--gt", gt, "--pred", tmp_path / "nope.json") == 2
     assert "prediction file" in capsys.readouterr().out
+
+
+def test_a_ground_truth_without_masks_exits_non_zero(tiny_coco, tmp_path, capsys, run):
+    data = json.loads(open(tiny_coco[0]).read())
+    for ann in data["annotations"]:
+        ann.pop("segmentation", None)
+    boxes_only = tmp_path / "boxes_only.json"
+    boxes_only.write_text(json.dumps(data))
+    assert run("score", "--gt", boxes_only, "--pred", boxes_only) == 2
+    assert "no ground-truth mask to score against" in capsys.readouterr().out

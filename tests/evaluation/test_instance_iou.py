@@ -54,3 +54,16 @@ def test_summary_buckets():
     s = summarize_instance_ious([1.0, 0.5, 0.0], [10, 2000, 10000])
     assert s["count-small"] == s["count-medium"] == s["count-large"] == 1
     assert s["mIoU"] == pytest.approx(0.5)
+
+
+def test_reports_the_painted_protocol_beside_each_box_own_mask(dataset):
+    name, small, large = dataset
+    masks = torch.from_numpy(np.stack([small, np.ones_like(small), np.ones_like(small)]))
+    evaluator = BoxMaskIoUEvaluator(name, distributed=False)
+    evaluator.process([{"file_name": "a.jpg"}], [{"box_masks": masks}])
+    result = evaluator.evaluate()["box_mask_iou"]
+    # Own masks: the small box is exact, the whole-image mask of the large box covers twice its object.
+    assert result["mIoU"] == pytest.approx((100 + 50) / 2)
+    # Painted (the crowd box takes no part): the small box wins its 100 px, the large box keeps 9,900.
+    assert result["painted-mIoU"] == pytest.approx((100 + 100 * 5000 / 9900) / 2)
+    assert result["painted-mIoU-small"] == pytest.approx(100.0)

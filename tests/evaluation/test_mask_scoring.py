@@ -43,3 +43,15 @@ def test_scorer_instance_iou_by_class():
     scorer.add(record, np.stack([full, half, none]))
     by_class = scorer.summary()["instance_mIoU-by-class"]
     assert by_class == {1: pytest.approx(0.75), 0: pytest.approx(0.0)}
+
+
+def test_scorer_per_box_and_painted_side_by_side():
+    boxes = [[0, 0, 8, 8], [2, 2, 4, 4]]
+    anns = [{"bbox": b, "category_id": c, "iscrowd": 0,
+             "segmentation": [[b[0], b[1], b[2], b[1], b[2], b[3], b[0], b[3]]]} for b, c in zip(boxes, (0, 1))]
+    record = {"file_name": "x", "height": 8, "width": 8, "annotations": anns}
+    scorer = MaskScorer(num_classes=2, ignore_label=255)
+    scorer.add(record, box_pixel_masks(boxes, 8, 8, PIXEL_CENTRES))
+    s = scorer.summary()
+    assert s["instance_mIoU"] == pytest.approx(1.0)
+    assert s["painted_mIoU"] == pytest.approx((60 / 64 + 1.0) / 2)

@@ -113,3 +113,21 @@ def test_table_and_strict_json(gt):
     assert "not scored: 1 crowd GT annotations, 1 GT annotations without a mask, 1 GT annotations" in table
     ready = json_ready(r)
     assert ready["instance"]["mIoU-large"] is None and ready["semantic_mIoU"] == 1.0
+
+
+def test_painted_protocol_beside_each_box_own_mask(gt):
+    pred = copy.deepcopy(gt)
+    pred["annotations"][5]["segmentation"] = _rle(_box_mask(0, 0, W // 2, H))  # the left half of image b
+    r = score_coco(gt, pred)
+    # Own masks: 10 and 11 exact, 20 half. Painted: 11 (inside 10) wins its 9 px, 10 keeps 55 of its 64.
+    assert r["instance"]["mIoU"] == pytest.approx((1 + 1 + 0.5) / 3)
+    assert r["instance_painted"]["mIoU"] == pytest.approx((55 / 64 + 1 + 0.5) / 3)
+    assert r["instance_painted"]["mIoU-medium"] == pytest.approx(0.5)
+    assert "painted" in format_table(r)
+
+
+def test_a_ground_truth_without_masks_is_refused(gt):
+    for ann in gt["annotations"]:
+        ann.pop("segmentation", None)
+    with pytest.raises(ScoreError, match="gt.json: no ground-truth mask to score against"):
+        score_coco(gt, copy.deepcopy(gt), "gt.json", "pred.json")
