@@ -36,6 +36,7 @@ is byte-identical to a clean run's.
 """
 import hashlib
 import json
+import logging
 import math
 import struct
 import zlib
@@ -73,9 +74,13 @@ __all__ = [
     "grabcut_file_for",
     "prepare_command",
     "attach_grabcut_files",
+    "other_settings_caches",
+    "warn_other_settings",
     "load_instance_map",
     "summarize_stats",
 ]
+
+logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = 65535  # instance-map value for crowd regions
 MIN_SIDE = 4  # px: a box narrower than this gets the ellipse fallback
@@ -391,16 +396,57 @@ def prepare_command(dataset_name, settings):
     return f"box2seg prepare-grabcut --dataset {dataset_name}" + (f" {flags}" if flags else "")
 
 
+def other_settings_caches(dataset_name, dataset_dicts, settings):
+    """``[(folder, settings dict or None)]``: cache folders of the same dataset and annotations computed with
+    other GrabCut settings (their ``summary.json`` names the settings)."""
+    folder = grabcut_cache_dir(dataset_name, dataset_dicts, settings)
+    prefix, suffix = f"{safe_name(dataset_name)}-", f"-{annotations_hash(dataset_dicts)}"
+    found = []
+    for other in sorted(folder.parent.glob(f"{prefix}*{suffix}")):
+        key = other.name[len(prefix):len(other.name) - len(suffix)]
+        if other == folder or len(key) != 8 or "-" in key or not other.is_dir():
+            continue
+        try:
+            summary = json.loads((other / "summary.json").read_text())
+            found.append((other, summary.get("settings")))
+        except (OSError, ValueError):
+            found.append((other, None))
+    return found
+
+
+def _describe_settings(values):
+    return ", ".join(f"{k}={v}" for k, v in values.items()) if values else "unknown (no summary.json)"
+
+
+def warn_other_settings(dataset_name, dataset_dicts, settings, action="are missing"):
+    """Log a warning per cache folder of the same dataset and annotations made with other GrabCut settings
+    (issue 13 item 7: training whose GRABCUT settings differ from prepare-grabcut's used to recompute the whole
+    cache into a second folder without a word). Returns how many such folders there are."""
+    others = other_settings_caches(dataset_name, dataset_dicts, settings)
+    for other, values in others:
+        logger.warning(
+            "GrabCut labels of dataset %r for the current settings (%s) %s, but %s holds labels of the same "
+            "annotations computed with other settings (%s): these GRABCUT settings differ from the ones "
+            "prepare-grabcut used, so those labels are not used. The command that prepares the cache for the "
+            "current settings:\n    %s\n(or set GRABCUT to the other settings to use the existing labels)",
+            dataset_name, _describe_settings(asdict(settings)), action, other, _describe_settings(values),
+            prepare_command(dataset_name, settings))
+    return len(others)
+
+
 def attach_grabcut_files(dataset_name, dataset_dicts, settings=None):
     """Set ``record["grabcut_file_name"]`` on every record (in place; also returned).
 
-    Raises FileNotFoundError naming the missing images and the exact command that computes them.
+    Raises FileNotFoundError naming the missing images and the exact command that computes them. When labels
+    are missing but the same dataset and annotations have a cache computed with other settings (training's
+    GrabCut settings differ from prepare-grabcut's), a warning says so, with both settings and the command.
     """
     settings = settings or GrabCutSettings()
     folder = grabcut_cache_dir(dataset_name, dataset_dicts, settings)
     paths = [grabcut_file_for(folder, r) for r in dataset_dicts]
     missing = [i for i, p in enumerate(paths) if not p.is_file()]
     if missing:
+        warn_other_settings(dataset_name, dataset_dicts, settings)
         first = ", ".join(
             f"{dataset_dicts[i]['file_name']} (image_id {dataset_dicts[i].get('image_id')!r})" for i in missing[:3]
         )

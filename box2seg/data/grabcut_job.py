@@ -29,6 +29,7 @@ from .grabcut import (
     grabcut_file_for,
     read_png_stats,
     summarize_stats,
+    warn_other_settings,
 )
 from .images import ImageReadError, read_image
 
@@ -126,6 +127,8 @@ def prepare_dataset(dataset_name, dataset_dicts=None, settings=None, workers=0, 
         pending = [i for i, s in enumerate(stats) if s is None]
         reused = len(dicts) - len(pending)
         logger.info("GrabCut %s: %d images to compute, %d reused, in %s", dataset_name, len(pending), reused, folder)
+        if pending and not reused:
+            warn_other_settings(dataset_name, dicts, settings, action=f"are computed now ({len(pending)} images)")
 
         tasks = ((i, _minimal_record(dicts[i]), settings, str(paths[i]), dataset_name, skip_bad_images)
                  for i in pending)

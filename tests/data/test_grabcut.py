@@ -3,6 +3,7 @@ derivation, the PNG format and the cache look-up (attach / load) errors."""
 import box2seg  # noqa: F401  (compat fixes before any detectron2 import)
 
 import dataclasses
+import json
 
 import cv2
 import numpy as np
@@ -240,3 +241,29 @@ def test_attach_reports_missing_files_and_command(fresh_cache):
     # Other settings (or other annotations) are another cache entry.
     with pytest.raises(FileNotFoundError, match="5 of 5"):
         G.attach_grabcut_files("my_set", dicts, G.GrabCutSettings())
+
+
+def test_attach_warns_when_the_cache_has_other_settings(fresh_cache, caplog):
+    """Issue 13 item 7: labels prepared with other settings are named, with both settings and the command."""
+    dicts = [{"file_name": f"/data/img{i}.jpg", "image_id": i, "height": 8, "width": 8,
+              "annotations": [_ann([1, 1, 6, 6], 0)]} for i in range(2)]
+    prepared = G.GrabCutSettings(core=0, upscale_to=0, fallback_fill=0.05)
+    folder = G.grabcut_cache_dir("my_set", dicts, prepared)
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps({"settings": dataclasses.asdict(prepared)}))
+    for r in dicts:
+        G.grabcut_file_for(folder, r).write_bytes(G.encode_instance_map(np.zeros((8, 8), np.uint16), {"boxes": []}))
+    G.attach_grabcut_files("my_set", dicts, prepared)  # the prepared settings: no warning
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    with caplog.at_level("WARNING", logger="box2seg.data.grabcut"):
+        with pytest.raises(FileNotFoundError, match="2 of 2"):
+            G.attach_grabcut_files("my_set", dicts, G.GrabCutSettings())
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert str(folder) in warning and "differ from the ones prepare-grabcut used" in warning
+    assert "core=0.45" in warning and "core=0.0" in warning  # both settings
+    assert "upscale_to=64" in warning and "fallback_fill=0.05" in warning
+    assert "box2seg prepare-grabcut --dataset my_set\n" in warning + "\n"  # the current (default) settings
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="box2seg.data.grabcut"), pytest.raises(FileNotFoundError):
+        G.attach_grabcut_files("my_set", dicts, G.GrabCutSettings(seed=4))
+    assert "box2seg prepare-grabcut --dataset my_set --seed 4" in caplog.records[0].getMessage()

@@ -119,3 +119,33 @@ def test_bad_image_is_named_or_skipped(tmp_path, fresh_cache, registered):
     assert (result["computed"], result["reused"]) == (1, 1) and result["bad_images"] == [dicts[1]["file_name"]]
     with pytest.raises(FileNotFoundError, match="1 of 3 images"):
         G.attach_grabcut_files(name, DatasetCatalog.get(name), G.GrabCutSettings())
+
+
+def test_truncated_jpeg_is_named_and_skipped(tmp_path, fresh_cache, registered):
+    """Issue 13 item 3: cv2 decoded the readable half of a truncated JPEG, so it passed silently."""
+    dicts = _dicts(_write_scenes(tmp_path / "images", 3))
+    cut = tmp_path / "images" / "cut.jpg"
+    cv2.imwrite(str(cut), cv2.imread(dicts[1]["file_name"]))
+    data = cut.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    dicts[1]["file_name"] = str(cut)
+    grey16 = tmp_path / "images" / "grey16.png"  # a 16-bit grey PNG is read (scaled), not refused
+    cv2.imwrite(str(grey16), cv2.cvtColor(cv2.imread(dicts[2]["file_name"]), cv2.COLOR_BGR2GRAY).astype(np.uint16) * 257)
+    dicts[2]["file_name"] = str(grey16)
+    name = registered(dicts)
+    with pytest.raises(RuntimeError, match="cannot read image .*cut.jpg: truncated.*--skip-bad-images"):
+        prepare_dataset(name, workers=1, progress=False)
+    result = prepare_dataset(name, workers=1, progress=False, skip_bad_images=True)
+    assert result["bad_images"] == [str(cut)] and result["computed"] + result["reused"] == 2
+
+
+def test_preparing_beside_a_cache_of_other_settings_says_so(tmp_path, fresh_cache, registered, caplog):
+    """Issue 13 item 7: training (PREPARE_IF_MISSING) with other settings than prepare-grabcut's."""
+    name = registered(_dicts(_write_scenes(tmp_path / "images", 2)))
+    first = prepare_dataset(name, settings=G.GrabCutSettings(core=0), workers=1, progress=False)
+    with caplog.at_level("WARNING", logger="box2seg.data.grabcut"):
+        prepare_dataset(name, settings=G.GrabCutSettings(), workers=1, progress=False)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "are computed now (2 images)" in warning and first["folder"] in warning
+    assert "core=0.45" in warning and "core=0.0" in warning
+    assert f"box2seg prepare-grabcut --dataset {name}\n" in warning
