@@ -11,6 +11,7 @@ DEMO_ARGS ?=
 .PHONY: setup test demo clean-venv
 
 setup: $(STAMP)
+	@echo "box2seg is installed in $(VENV): run 'source $(VENV)/bin/activate' to put the box2seg command on PATH"
 
 $(STAMP): setup.py Makefile tools/install_detectron2.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
