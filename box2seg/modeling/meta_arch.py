@@ -18,6 +18,7 @@ from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from .box_conditioned import box_conditioned_masks
+from .checks import check_box2seg_config
 from .decoders import build_box2seg_decoders
 from .losses import LOSS_TERMS, Box2SegLoss
 from .targets import build_targets, unlabelled_classes
@@ -71,6 +72,7 @@ class Box2Seg(nn.Module):
 
     @classmethod
     def from_config(cls, cfg):
+        check_box2seg_config(cfg)  # before anything is built: a bad value is named now, not after training
         backbone = build_backbone(cfg)
         b = cfg.MODEL.BOX2SEG
         loss = Box2SegLoss(
