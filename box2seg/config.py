@@ -102,6 +102,8 @@ def add_box2seg_config(cfg):
     # ---------------------------------------------------------------- model
     # The model (box2seg.modeling.meta_arch.Box2Seg). NUM_CLASSES and IGNORE_VALUE live in
     # MODEL.SEM_SEG_HEAD as for detectron2's semantic segmentors: NUM_CLASSES = L + 1 (background too).
+    # 0 = unset: engine.setup_cfg takes L + 1 from DATASETS.TRAIN's metadata (detectron2's default is 54).
+    _C.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 0
     _C.MODEL.BOX2SEG = CN()
     # Images are padded to a multiple of this (the backbone's largest stride).
     _C.MODEL.BOX2SEG.SIZE_DIVISIBILITY = 32
