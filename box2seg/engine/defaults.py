@@ -6,9 +6,10 @@ from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from ..config import add_box2seg_config
+from ..data.datasets import UnknownDatasetError, unknown_dataset_message
 from ..data.datasets.coco import register_coco_spec
 
-__all__ = ["check_num_classes", "register_datasets", "setup_cfg"]
+__all__ = ["check_num_classes", "num_classes_from_metadata", "register_datasets", "setup_cfg"]
 
 
 def setup_cfg(config_file=None, opts=(), coco_datasets=(), freeze=True):
@@ -17,6 +18,8 @@ def setup_cfg(config_file=None, opts=(), coco_datasets=(), freeze=True):
     DATASETS.COCO_FORMAT; the config's COCO-format datasets are registered in this process.
 
     ``freeze=False`` for callers that set more keys (seed, output folder) before freezing it themselves.
+    MODEL.SEM_SEG_HEAD.NUM_CLASSES left 0 (unset) is taken from DATASETS.TRAIN's metadata
+    (:func:`num_classes_from_metadata`).
     """
     cfg = get_cfg()
     add_box2seg_config(cfg)
@@ -26,6 +29,8 @@ def setup_cfg(config_file=None, opts=(), coco_datasets=(), freeze=True):
     if coco_datasets:
         cfg.DATASETS.COCO_FORMAT = list(cfg.DATASETS.COCO_FORMAT) + list(coco_datasets)
     register_datasets(cfg)
+    if cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 0:
+        cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = num_classes_from_metadata(cfg)
     if freeze:
         cfg.freeze()
     return cfg
@@ -38,13 +43,24 @@ def register_datasets(cfg):
         register_coco_spec(spec)
 
 
+def num_classes_from_metadata(cfg):
+    """Background plus the foreground classes of the first registered DATASETS.TRAIN dataset; 0 when there is
+    none (the model build then asks for the key). Training datasets must agree: check_num_classes."""
+    for name in cfg.DATASETS.TRAIN:
+        if name in DatasetCatalog.list():
+            classes = MetadataCatalog.get(name).get("thing_classes", None)
+            if classes is not None:
+                return len(classes) + 1
+    return 0
+
+
 def check_num_classes(cfg, dataset_names):
     """MODEL.SEM_SEG_HEAD.NUM_CLASSES counts the y-branch's outputs as detectron2 does: background plus
     the L foreground classes, i.e. len(stuff_classes). Say which dataset disagrees and what to set."""
     expected = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
     for name in dataset_names:
         if name not in DatasetCatalog.list():
-            raise KeyError(f"dataset {name!r} is not registered; known: {sorted(DatasetCatalog.list())}")
+            raise UnknownDatasetError(unknown_dataset_message(name))
         meta = MetadataCatalog.get(name)
         if not hasattr(meta, "thing_classes"):
             raise KeyError(f"dataset {name!r} has no thing_classes in its metadata")

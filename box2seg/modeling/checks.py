@@ -25,6 +25,10 @@ def check_box2seg_config(cfg):
     """Raise :class:`ConfigValueError` for the first value of ``cfg`` that its key does not allow."""
     b = cfg.MODEL.BOX2SEG
     num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+    if num_classes == 0:
+        raise ConfigValueError(
+            "MODEL.SEM_SEG_HEAD.NUM_CLASSES is unset (0) and DATASETS.TRAIN names no registered dataset to take it "
+            "from: set it to the number of foreground classes plus one (background)")
     if num_classes < 2:
         raise ConfigValueError(
             f"MODEL.SEM_SEG_HEAD.NUM_CLASSES={num_classes}: counts background plus the foreground classes, so at "

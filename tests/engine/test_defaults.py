@@ -80,3 +80,20 @@ def test_model_keys_keep_their_names():
     """Checkpoints trained at 0e10efa load by module name; the model's config keys kept their names too."""
     cfg = setup_cfg(os.path.join(REPO, "configs", "cpu", "box2seg_lite0_shapes.yaml"))
     assert cfg.MODEL.BOX2SEG.LOSS.ATTENTION_START_ITER == 540 and cfg.MODEL.BOX2SEG.TEST.BOX_RULE == "foreground"
+
+
+def test_num_classes_comes_from_the_training_dataset_when_unset(tiny_coco, tmp_path):
+    """MODEL.SEM_SEG_HEAD.NUM_CLASSES counts background: left unset (0, the default) it is taken from
+    DATASETS.TRAIN's metadata; set, it is checked against it (check_num_classes)."""
+    json_path, image_root = tiny_coco
+    spec = f"num_classes_train={json_path}:{image_root}"
+    assert setup_cfg().MODEL.SEM_SEG_HEAD.NUM_CLASSES == 0  # no dataset: stays unset
+    config = tmp_path / "no_classes.yaml"
+    config.write_text(f'_BASE_: "{os.path.join(REPO, "configs", "cpu", "Base-Lite0-CPU.yaml")}"\n'
+                      "DATASETS:\n  TRAIN: ('num_classes_train',)\n  TEST: ()\n")
+    cfg = setup_cfg(str(config), [], [spec])
+    assert cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 4  # disc, blob, triangle + background
+    check_num_classes(cfg, cfg.DATASETS.TRAIN)
+    cfg = setup_cfg(str(config), ["MODEL.SEM_SEG_HEAD.NUM_CLASSES", "6"], [spec])
+    with pytest.raises(ValueError, match="set MODEL.SEM_SEG_HEAD.NUM_CLASSES 4"):
+        check_num_classes(cfg, cfg.DATASETS.TRAIN)
