@@ -1,13 +1,15 @@
 """Box-only baselines on box2seg_shapes: filled box, filled ellipse and GrabCut, against the true masks.
 
 These are the numbers a model trained from the boxes must beat (the demo's target is the best of them + 2
-points). All three are painted the same way as the GrabCut cache (``grabcut.paint_instance_map``: descending
-box area, so the smaller box wins overlaps) and turned into class maps with ``instance_map_to_labels``.
+points). Scored by the one scorer (:mod:`box2seg.evaluation.box_scorer`, docs/scoring.md): filled boxes and
+ellipses drawn by pixel centres; GrabCut read back from its cache (the painted instance map, so its per-box
+masks before painting are not available and both its protocols are painted).
 
 Metrics:
 - semantic mIoU over background + the 6 classes, from one confusion matrix accumulated over the split,
-  against the painted ground truth ``sem_seg_file_name`` (ignore pixels excluded);
-- per-instance IoU: mean over all boxes of IoU(pixels the instance map gives box k, the true mask of k).
+  against the painted ground truth ``sem_seg_file_name`` (ignore pixels excluded), of the label map each
+  method's masks paint (descending box area, the smaller box wins);
+- per-instance IoU (RLE IoU by pycocotools), per box (each box's own mask, the headline) and painted.
 
 GrabCut runs through ``box2seg.data.grabcut_job.prepare_dataset`` (the real cached job, same settings as
 training's defaults), so its wall time is the time ``box2seg prepare-grabcut`` takes.
@@ -30,7 +32,9 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from box2seg.data import grabcut
 from box2seg.data.datasets import shapes
 from box2seg.data.grabcut_job import prepare_dataset
-from box2seg.structures import PIXELS_TOUCHED, pixel_extents, record_boxes
+from box2seg.evaluation.box_scorer import BoxScorer, baseline_masks
+from box2seg.evaluation.mask_scoring import paint_box_masks
+from box2seg.structures import record_boxes
 
 METHODS = ("filled box", "filled ellipse", "GrabCut")
 
@@ -46,43 +50,35 @@ def _true_masks(record):
     return out
 
 
-def _shape_instance_map(record, shape):
-    """Instance map of filled boxes (``shape="box"``) or inscribed ellipses, painted like GrabCut's."""
+def _method_masks(record, method, normal):
+    """(N, H, W) masks of the record's normal boxes ``normal``: filled boxes and ellipses as drawn, GrabCut's
+    as its cached instance map paints them."""
     h, w = record["height"], record["width"]
-    boxes, _, crowd = record_boxes(record)
-    masks, extents, areas, indices, crowd_extents = [], [], [], [], []
-    for i, (box, extent) in enumerate(zip(boxes, pixel_extents(boxes, h, w, PIXELS_TOUCHED).tolist())):
-        extent = tuple(extent)
-        if crowd[i]:
-            crowd_extents.append(extent)
-            continue
-        bh, bw = extent[3] - extent[1], extent[2] - extent[0]
-        masks.append(np.ones((bh, bw), bool) if shape == "box" else grabcut.ellipse_mask(bh, bw))
-        extents.append(extent)
-        areas.append((box[2] - box[0]) * (box[3] - box[1]))
-        indices.append(i)
-    return grabcut.paint_instance_map(h, w, masks, extents, areas, indices, crowd_extents)
+    if method == "GrabCut":
+        return grabcut.load_instance_map(record)[None] == (normal + 1)[:, None, None]
+    boxes, _, _ = record_boxes(record)
+    return baseline_masks("box" if method == "filled box" else "ellipse", boxes[normal], h, w)
 
 
-def evaluate(dicts, instance_maps, num_classes, ignore_label):
-    """(mIoU, per-class IoU (L+1,), mean per-instance IoU, number of instances)."""
+def evaluate(dicts, method, num_classes, ignore_label):
+    """(mIoU, per-class IoU (L+1,), per-instance IoU per box, per-instance IoU painted, number of instances)."""
     n = num_classes + 1
     conf = np.zeros((n, n), np.int64)
-    inst_ious = []
-    for record, inst in zip(dicts, instance_maps):
-        _, classes, _ = record_boxes(record)
-        pred = grabcut.instance_map_to_labels(inst, classes, ignore_label).astype(np.int64)
+    scorer = BoxScorer()
+    for record in dicts:
+        boxes, classes, crowd = record_boxes(record)
+        normal = np.flatnonzero(~crowd)
+        masks = _method_masks(record, method, normal)
+        true = _true_masks(record)
+        scorer.add(masks, boxes[normal], np.stack([true[i] for i in normal]).reshape(len(normal), *masks.shape[1:]))
+        pred = paint_box_masks(masks, classes[normal], boxes[normal], record["height"], record["width"])
         truth = cv2.imread(record["sem_seg_file_name"], cv2.IMREAD_UNCHANGED).astype(np.int64)
         valid = truth != ignore_label
-        pred = np.where(pred == ignore_label, 0, pred)  # no crowd boxes here; be safe anyway
         conf += np.bincount(truth[valid] * n + pred[valid], minlength=n * n).reshape(n, n)
-        for k, mask in enumerate(_true_masks(record)):
-            mine = inst == k + 1
-            union = (mine | mask).sum()
-            inst_ious.append((mine & mask).sum() / union if union else 1.0)
     tp = np.diag(conf).astype(np.float64)
     iou = tp / np.maximum(conf.sum(0) + conf.sum(1) - tp, 1)
-    return float(iou.mean()), iou, float(np.mean(inst_ious)), len(inst_ious)
+    return (float(iou.mean()), iou, scorer.summary("per_box")["mIoU"], scorer.summary("painted")["mIoU"],
+            len(scorer))
 
 
 def main(argv=None):
@@ -102,12 +98,7 @@ def main(argv=None):
     job = prepare_dataset(name, dicts, settings, workers=args.workers, force=args.force)
     grabcut.attach_grabcut_files(name, dicts, settings)
 
-    maps = {
-        "filled box": [_shape_instance_map(r, "box") for r in dicts],
-        "filled ellipse": [_shape_instance_map(r, "ellipse") for r in dicts],
-        "GrabCut": [grabcut.load_instance_map(r) for r in dicts],
-    }
-    results = {m: evaluate(dicts, maps[m], len(meta.thing_classes), meta.ignore_label) for m in METHODS}
+    results = {m: evaluate(dicts, m, len(meta.thing_classes), meta.ignore_label) for m in METHODS}
 
     classes = list(meta.stuff_classes)
     lines = [
@@ -120,21 +111,22 @@ def main(argv=None):
         "",
         f"Dataset: generator params hash `{shapes.params_hash()}` (frozen), {len(dicts)} images of "
         f"{shapes.PARAMS['image_size'][1]}x{shapes.PARAMS['image_size'][0]} px, "
-        f"{results['GrabCut'][3]} objects, classes {', '.join(meta.thing_classes)}; loading / generating took "
+        f"{results['GrabCut'][4]} objects, classes {', '.join(meta.thing_classes)}; loading / generating took "
         f"{load_s:.1f} s. GrabCut settings: defaults ({settings}); {job['computed']} maps computed, "
         f"{job['reused']} reused, {job['fallbacks']} ellipse fallbacks, {job['seconds']:.1f} s wall with "
         f"{args.workers} workers.",
         "",
         "Semantic mIoU over background + classes (one confusion matrix over the split, against the painted "
-        "true masks); instances painted in descending box area so the smaller box wins overlaps. Per-instance "
-        "IoU: mean over boxes of IoU(pixels the painted map gives the box, its true mask).",
+        "true masks) of each method's painted map (the smaller box wins overlaps). Per-instance IoU by the one "
+        "scorer (docs/scoring.md): per box (each box's own mask; GrabCut's cache holds painted masks only) and "
+        "painted.",
         "",
-        "| method | mIoU | per-instance IoU | " + " | ".join(classes) + " |",
-        "|---|---|---|" + "---|" * len(classes),
+        "| method | mIoU | per-instance IoU per box | painted | " + " | ".join(classes) + " |",
+        "|---|---|---|---|" + "---|" * len(classes),
     ]
     for m in METHODS:
-        miou, iou, inst, _ = results[m]
-        lines.append(f"| {m} | {100 * miou:.1f} | {100 * inst:.1f} | "
+        miou, iou, inst, painted, _ = results[m]
+        lines.append(f"| {m} | {100 * miou:.1f} | {100 * inst:.1f} | {100 * painted:.1f} | "
                      + " | ".join(f"{100 * v:.1f}" for v in iou) + " |")
     best = max(METHODS, key=lambda m: results[m][0])
     lines += ["", f"Best box-only baseline: {best}, {100 * results[best][0]:.1f} mIoU; a model trained on "
