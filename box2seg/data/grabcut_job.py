@@ -1,9 +1,13 @@
 """The GrabCut job (``box2seg prepare-grabcut``, training's ``PREPARE_IF_MISSING``): a dataset's GrabCut
 instance maps computed into the cache.
 
-Parallel over images (a ``multiprocessing`` pool, chunked ``imap_unordered``, "forkserver" start method
-where available; the worker is a top-level function taking only picklable arguments, so any start method
-works), resumable (an image whose file exists
+Parallel over images (a ``concurrent.futures.ProcessPoolExecutor``, "forkserver" start method where
+available; the worker is a top-level function taking only picklable arguments, so any start method works).
+A worker killed from outside (the OOM killer's SIGKILL) breaks the pool: the images it lost are retried once
+in a fresh pool, then the job fails naming them; whatever was written stays, so a rerun resumes
+(``multiprocessing.Pool`` waited for the lost chunk for ever). The worker count is lowered to what the
+available memory holds at ``WORKER_PEAK_BYTES`` per worker (the per-worker peak GrabCut's ``max_side`` cap
+guarantees; bench/grabcut_memory.py), with a log line saying so. Resumable (an image whose file exists
 is reused unless ``force``) and safe to interrupt at any point: every image is written by an atomic
 rename as soon as it is done, the cache folder's lock (``cache.folder_lock``) keeps two jobs off the same
 folder, and a new run first removes the temporary files a killed run left. Output bytes do not depend on
@@ -13,7 +17,10 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import signal
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict
 
 import cv2
@@ -35,7 +42,48 @@ from .images import ImageReadError, read_image
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["prepare_dataset"]
+__all__ = ["prepare_dataset", "available_memory", "memory_bounded_workers", "GrabCutJobError", "WORKER_PEAK_BYTES"]
+
+# Peak memory of one worker with the default GRABCUT.MAX_SIDE cap: bench/grabcut_memory.py measures an
+# 8000 x 6000 photo under this (docs/grabcut.md).
+WORKER_PEAK_BYTES = 2 * 1024**3
+# Test hook: a worker given an image whose file name contains this kills itself with SIGKILL, as the OOM
+# killer would ("NAME" or "NAME:MARKER": only while the file MARKER does not exist yet; it is created first).
+_KILL_ENV = "BOX2SEG_TEST_KILL_GRABCUT_WORKER"
+
+
+class GrabCutJobError(RuntimeError):
+    """The job could not compute some images (lost workers twice); the message names them."""
+
+
+def available_memory():
+    """Bytes of memory available to new processes (Linux MemAvailable; else free physical pages)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def memory_bounded_workers(workers):
+    """``workers`` lowered to what the available memory holds at WORKER_PEAK_BYTES each (at least 1)."""
+    available = available_memory()
+    if available is None or workers <= 1:
+        return workers
+    fit = max(1, int(available // WORKER_PEAK_BYTES))
+    if fit < workers:
+        logger.warning("GrabCut: %d workers asked for, but %.1f GiB of memory is available and one worker may "
+                       "peak at %.1f GiB (GRABCUT.MAX_SIDE cap): using %d workers", workers, available / 2**30,
+                       WORKER_PEAK_BYTES / 2**30, fit)
+        return fit
+    return workers
+
 
 def _minimal_record(record):
     """What a worker needs of a record (keeps pickling cheap)."""
@@ -77,6 +125,13 @@ def _work(task):
     position, record, settings, out_path, dataset_name, skip_bad = task
     if _PARENT_PID is not None and os.getppid() != _PARENT_PID:
         os._exit(1)  # the job was killed: an orphaned worker stops instead of writing on
+    kill = os.environ.get(_KILL_ENV)
+    if kill and _PARENT_PID is not None:
+        name, _, marker = kill.partition(":")
+        if name in os.path.basename(record["file_name"]) and not (marker and os.path.exists(marker)):
+            if marker:
+                open(marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
     error, image = None, None
     try:
         image = read_image(record["file_name"], format="BGR")
@@ -95,6 +150,30 @@ def _work(task):
         raise RuntimeError(f"GrabCut failed on image {record['file_name']} of dataset {dataset_name!r}: {e}") from e
     atomic_write_bytes(out_path, encode_instance_map(instance_map, stats))
     return position, stats, None
+
+
+def _run_pool(positions, task, workers, ctx, collect):
+    """Run ``_work`` over ``positions`` in a fresh pool, ``collect`` each result; returns the positions lost
+    to a broken pool (a worker killed from outside), in order. A worker's own exception propagates."""
+    lost = []
+    with ProcessPoolExecutor(min(workers, len(positions)), mp_context=ctx, initializer=_init_worker) as pool:
+        futures = {pool.submit(_work, task(i)): i for i in positions}
+        try:
+            remaining = set(futures)
+            while remaining:
+                done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
+                for future in done:
+                    try:
+                        result = future.result()
+                    except BrokenProcessPool:
+                        lost.append(futures[future])
+                        continue
+                    collect(*result)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    return sorted(lost)
 
 
 def prepare_dataset(dataset_name, dataset_dicts=None, settings=None, workers=0, force=False,
@@ -130,27 +209,40 @@ def prepare_dataset(dataset_name, dataset_dicts=None, settings=None, workers=0, 
         if pending and not reused:
             warn_other_settings(dataset_name, dicts, settings, action=f"are computed now ({len(pending)} images)")
 
-        tasks = ((i, _minimal_record(dicts[i]), settings, str(paths[i]), dataset_name, skip_bad_images)
-                 for i in pending)
+        task = lambda i: (i, _minimal_record(dicts[i]), settings, str(paths[i]), dataset_name,  # noqa: E731
+                          skip_bad_images)
         bad = {}
         bar = tqdm(total=len(pending), desc=f"GrabCut {dataset_name}", unit="img", disable=not progress,
                    mininterval=1.0)
+
+        def collect(position, image_stats, error):
+            if error is not None:
+                bad[position] = error
+                logger.warning("skipped: %s", error)
+            else:
+                stats[position] = image_stats
+            bar.update(1)
+
         with contextlib.ExitStack() as stack:
             stack.callback(bar.close)
             if workers > 1 and len(pending) > 1:
-                ctx = _pool_context(start_method)
-                pool = stack.enter_context(ctx.Pool(min(workers, len(pending)), initializer=_init_worker))
-                chunksize = max(1, min(8, len(pending) // (4 * workers)))
-                results = pool.imap_unordered(_work, tasks, chunksize=chunksize)
+                workers = memory_bounded_workers(min(workers, len(pending)))
+            if workers > 1 and len(pending) > 1:
+                lost = _run_pool(pending, task, workers, _pool_context(start_method), collect)
+                if lost:
+                    logger.warning("GrabCut %s: a worker died (killed from outside, e.g. by the OOM killer); "
+                                   "retrying its %d images in a fresh pool", dataset_name, len(lost))
+                    lost = _run_pool(lost, task, workers, _pool_context(start_method), collect)
+                if lost:
+                    names = ", ".join(dicts[i]["file_name"] for i in lost[:10])
+                    raise GrabCutJobError(
+                        f"GrabCut {dataset_name}: workers died twice (killed from outside, e.g. by the OOM "
+                        f"killer) while computing {len(lost)} images: {names}{' ...' if len(lost) > 10 else ''}. "
+                        "The images already written are kept: run the same command again to resume (with "
+                        "fewer --workers if memory ran out).")
             else:
-                results = map(_work, tasks)
-            for position, image_stats, error in results:
-                if error is not None:
-                    bad[position] = error
-                    logger.warning("skipped: %s", error)
-                else:
-                    stats[position] = image_stats
-                bar.update(1)
+                for i in pending:
+                    collect(*_work(task(i)))
 
         done = [s for s in stats if s is not None]
         meta = MetadataCatalog.get(dataset_name)

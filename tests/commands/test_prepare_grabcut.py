@@ -105,3 +105,42 @@ def test_flags_override_the_config(tmp_path, fresh_cache, run, capsys):
     assert summary["settings"]["iterations"] == 1 and summary["settings"]["min_margin"] == 8
     with pytest.raises(SystemExit, match="'nowhere' is not registered"):
         run("prepare-grabcut", "--dataset", "nowhere", "--workers", "1")
+
+
+def test_killed_worker_does_not_hang_and_rerun_is_byte_identical(tmp_path, monkeypatch):
+    """Issue 13 item 11: a worker SIGKILLed (as by the OOM killer) broke multiprocessing.Pool for ever. Now its
+    images are retried once in a fresh pool, then the job fails naming them; a rerun resumes."""
+    n = 8
+    spec = f"oom={_write_coco(tmp_path, n)}"
+    cmd = [sys.executable, "-m", "box2seg.cli", "prepare-grabcut", "--coco-dataset", spec, "--dataset", "oom",
+           "--workers", "2", "--no-progress"]
+    env = {**os.environ, "BOX2SEG_CACHE": str(tmp_path / "killed"), "PYTHONWARNINGS": "ignore",
+           "BOX2SEG_TEST_KILL_GRABCUT_WORKER": "scene_003.png"}  # killed every time: retry fails too
+    failed = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    out = failed.stdout + failed.stderr
+    assert failed.returncode != 0 and "workers died twice" in out and "scene_003.png" in out, out[-3000:]
+    assert "retrying" in out
+    folder = next((tmp_path / "killed").glob("grabcut/*"))
+    assert len(list(folder.glob("*.png"))) < n and not (folder / "summary.json").exists()
+
+    del env["BOX2SEG_TEST_KILL_GRABCUT_WORKER"]
+    rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
+
+    # Killed once: the retry in a fresh pool finishes the job in the same run.
+    env.update({"BOX2SEG_CACHE": str(tmp_path / "once"),
+                "BOX2SEG_TEST_KILL_GRABCUT_WORKER": f"scene_003.png:{tmp_path / 'killed_once'}"})
+    once = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert once.returncode == 0 and "retrying" in once.stdout + once.stderr, once.stdout[-2000:] + once.stderr[-2000:]
+    assert (tmp_path / "killed_once").exists()
+
+    monkeypatch.setenv("BOX2SEG_CACHE", str(tmp_path / "clean"))
+    register_coco_spec(spec)
+    try:
+        clean = prepare_dataset("oom", workers=1, progress=False)
+    finally:
+        DatasetCatalog.remove("oom")
+        MetadataCatalog.remove("oom")
+    assert Path(clean["folder"]).name == folder.name
+    assert _folder_bytes(folder) == _folder_bytes(clean["folder"])
+    assert _folder_bytes(next((tmp_path / "once").glob("grabcut/*"))) == _folder_bytes(clean["folder"])

@@ -15,6 +15,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 from box2seg.data import grabcut as G
+from box2seg.data import grabcut_job
 from box2seg.data.grabcut_job import prepare_dataset
 
 
@@ -149,3 +150,20 @@ def test_preparing_beside_a_cache_of_other_settings_says_so(tmp_path, fresh_cach
     assert "are computed now (2 images)" in warning and first["folder"] in warning
     assert "core=0.45" in warning and "core=0.0" in warning
     assert f"box2seg prepare-grabcut --dataset {name}\n" in warning
+
+
+def test_worker_count_respects_available_memory(tmp_path, fresh_cache, registered, monkeypatch, caplog):
+    """Issue 13 item 4: 5 GiB available at 2 GiB per worker -> 2 workers, and the log says so."""
+    monkeypatch.setattr(grabcut_job, "available_memory", lambda: 5 * 2**30)
+    with caplog.at_level("WARNING", logger="box2seg.data.grabcut_job"):
+        assert grabcut_job.memory_bounded_workers(8) == 2
+        assert grabcut_job.memory_bounded_workers(2) == 2
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "8 workers asked for" in line and "5.0 GiB" in line and "using 2 workers" in line
+    monkeypatch.setattr(grabcut_job, "available_memory", lambda: 2**30)
+    assert grabcut_job.memory_bounded_workers(4) == 1
+    # The job uses it: one worker left -> it runs in this process, same bytes.
+    seen = []
+    monkeypatch.setattr(grabcut_job, "_run_pool", lambda *a: seen.append(a) or [])
+    name = registered(_dicts(_write_scenes(tmp_path / "images", 2)))
+    assert prepare_dataset(name, workers=4, progress=False)["computed"] == 2 and not seen
