@@ -3,7 +3,7 @@ GrabCut labels and cache preparation (``data``), evaluators (``evaluators``), th
 Trainer (``trainer``) and the train-and-score loop shared by the demo and the benchmarks (``runs``)."""
 from .data import (GrabCutNotPreparedError, build_test_loader, build_train_loader, evaluation_records, prepare_caches,
                    train_dicts_with_grabcut)
-from .defaults import check_num_classes, register_datasets, setup_cfg
+from .defaults import check_num_classes, default_setup, register_datasets, setup_cfg
 from .evaluators import NothingToEvaluateError, build_evaluator, check_evaluable
 from .runs import final_weights, load_model, train_and_score, train_runs, train_unless_finished
 from .solver import ConfigPolyLR, build_lr_scheduler, build_optimizer, optimizer_param_groups
@@ -25,6 +25,7 @@ __all__ = [
     "build_train_loader",
     "check_evaluable",
     "check_num_classes",
+    "default_setup",
     "evaluation_records",
     "final_weights",
     "load_weights",

@@ -4,12 +4,15 @@ Every entry point (train_net, the demo, export, predict, visualize, prepare-grab
 calls ``setup_cfg``; launch workers re-run ``register_datasets`` on the config they receive."""
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.engine import default_setup as d2_default_setup
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from ..config import add_box2seg_config
 from ..data.datasets import UnknownDatasetError, unknown_dataset_message
 from ..data.datasets.coco import register_coco_spec
 
-__all__ = ["check_num_classes", "num_classes_from_metadata", "register_datasets", "setup_cfg"]
+__all__ = ["check_num_classes", "default_setup", "num_classes_from_metadata", "register_datasets", "setup_cfg"]
 
 
 def setup_cfg(config_file=None, opts=(), coco_datasets=(), freeze=True):
@@ -34,6 +37,14 @@ def setup_cfg(config_file=None, opts=(), coco_datasets=(), freeze=True):
     if freeze:
         cfg.freeze()
     return cfg
+
+
+def default_setup(cfg, args):
+    """detectron2's ``default_setup`` (its logger, environment, config backup) plus the ``box2seg`` logger
+    set up the same way: box2seg's own INFO lines (dataset load reports, GrabCut counts) and warnings
+    (skipped boxes) reach the console and OUTPUT_DIR/log.txt, not only stderr through logging's last resort."""
+    d2_default_setup(cfg, args)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="box2seg", abbrev_name="b2s")
 
 
 def register_datasets(cfg):

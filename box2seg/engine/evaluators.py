@@ -1,14 +1,35 @@
 """Evaluators chosen by what a dataset's ground truth allows."""
+import logging
+
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import DatasetEvaluators, SemSegEvaluator
 
 from ..evaluation import BoxMaskIoUEvaluator
 
-__all__ = ["NothingToEvaluateError", "build_evaluator", "check_evaluable"]
+__all__ = ["NothingToEvaluateError", "SemSegEvaluatorLoggedOnce", "build_evaluator", "check_evaluable"]
+
+_SILENT = logging.getLogger(__name__ + ".silenced")
+_SILENT.disabled = True
 
 
 class NothingToEvaluateError(ValueError):
     """An evaluation asked of datasets that give nothing to evaluate (none, or ground truth without masks)."""
+
+
+class SemSegEvaluatorLoggedOnce(SemSegEvaluator):
+    """detectron2 v0.6's SemSegEvaluator logs its results (with its mIoU, which averages over the classes
+    present in the ground truth *or* the prediction) before box2seg.compat replaces the mIoU in what it
+    returns, so a run's log showed two mIoU values. This one logs the returned (fixed) results only."""
+
+    def evaluate(self):
+        logger, self._logger = self._logger, _SILENT
+        try:
+            results = super().evaluate()
+        finally:
+            self._logger = logger
+        if results is not None:
+            logger.info(results)
+        return results
 
 
 def _evaluator_types(dataset_name):
@@ -37,7 +58,7 @@ def build_evaluator(cfg, dataset_name):
     semantic, masks = _evaluator_types(dataset_name)
     evaluators = []
     if semantic:
-        evaluators.append(SemSegEvaluator(dataset_name, distributed=True, output_dir=None))
+        evaluators.append(SemSegEvaluatorLoggedOnce(dataset_name, distributed=True, output_dir=None))
     if masks:
         evaluators.append(BoxMaskIoUEvaluator(dataset_name, distributed=True))
     if not evaluators:

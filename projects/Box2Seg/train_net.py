@@ -16,12 +16,13 @@ import sys
 import box2seg  # noqa: F401  (first: detectron2 v0.6 fixes before any detectron2 import)
 
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.engine import default_argument_parser, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
 from box2seg.engine import (GrabCutNotPreparedError, NothingToEvaluateError, PartialWeightsError, Trainer,
-                            check_evaluable, check_num_classes, load_weights, prepare_caches, setup_cfg)
+                            check_evaluable, check_num_classes, default_setup, load_weights, prepare_caches,
+                            setup_cfg)
 
 USER_ERRORS = (GrabCutNotPreparedError, NothingToEvaluateError, PartialWeightsError)
 
