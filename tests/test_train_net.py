@@ -13,18 +13,18 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
 from box2seg.data.datasets.common import unregister
-from box2seg.engine import NothingToEvaluateError, PartialWeightsError, setup_cfg
+from box2seg.engine import NothingToEvaluateError, PartialWeightsError, prepare_caches, setup_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_NET = os.path.join(REPO, "projects", "Box2Seg", "train_net.py")
 TINY = os.path.join(REPO, "configs", "tests", "box2seg_tiny.yaml")
 
 
-def run_train_net(args, cache, timeout=300):
+def run_train_net(args, cache, timeout=300, returncode=0):
     env = dict(os.environ, BOX2SEG_CACHE=str(cache), OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, TRAIN_NET, *args], env=env, capture_output=True, text=True,
                           timeout=timeout, cwd=REPO)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert (proc.returncode == 0) == (returncode == 0), proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc.stdout + proc.stderr
 
 
@@ -39,9 +39,16 @@ def common_args(tiny_coco, tmp_path):
     ]
 
 
-def test_two_process_gloo_step_then_eval_and_resume(common_args, tmp_path):
+def test_two_process_gloo_step_then_eval_and_resume(common_args, tmp_path, monkeypatch):
     flags, opts = common_args
     cache = tmp_path / "cache"
+    # Two processes refuse to start without the GrabCut labels (rank 0 would prepare them while rank 1 waits
+    # at a barrier that times out after 30 minutes), naming the command that prepares them.
+    log = run_train_net(flags + ["--num-gpus", "2"] + opts, cache, returncode=1)
+    assert "box2seg prepare-grabcut --dataset tiny_train" in log, log[-3000:]
+    monkeypatch.setenv("BOX2SEG_CACHE", str(cache))
+    cfg = setup_cfg(TINY, opts, [flags[3], flags[5]])
+    prepare_caches(cfg, cfg.DATASETS.TRAIN, grabcut=True)
     # Three iterations: the first is embedding pre-training (PRETRAIN_ITERS 1), so the next ones run with
     # parameters that had no gradient before -- DistributedDataParallel must be told (find_unused_parameters).
     log = run_train_net(flags + ["--num-gpus", "2"] + opts + ["SOLVER.MAX_ITER", "3", "TEST.EVAL_PERIOD", "0"], cache)
