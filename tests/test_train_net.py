@@ -13,7 +13,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
 from box2seg.data.datasets.common import unregister
-from box2seg.engine import NothingToEvaluateError, PartialWeightsError, prepare_caches, setup_cfg
+from box2seg.engine import NothingToEvaluateError, PartialWeightsError, setup_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_NET = os.path.join(REPO, "projects", "Box2Seg", "train_net.py")
@@ -39,16 +39,19 @@ def common_args(tiny_coco, tmp_path):
     ]
 
 
-def test_two_process_gloo_step_then_eval_and_resume(common_args, tmp_path, monkeypatch):
+def test_two_process_gloo_step_then_eval_and_resume(common_args, tmp_path):
     flags, opts = common_args
     cache = tmp_path / "cache"
     # Two processes refuse to start without the GrabCut labels (rank 0 would prepare them while rank 1 waits
     # at a barrier that times out after 30 minutes), naming the command that prepares them.
     log = run_train_net(flags + ["--num-gpus", "2"] + opts, cache, returncode=1)
     assert "box2seg prepare-grabcut --dataset tiny_train" in log, log[-3000:]
-    monkeypatch.setenv("BOX2SEG_CACHE", str(cache))
-    cfg = setup_cfg(TINY, opts, [flags[3], flags[5]])
-    prepare_caches(cfg, cfg.DATASETS.TRAIN, grabcut=True)
+    # Prepared in a fresh process: this one may hold another registration of the name tiny_train.
+    prepare = ("import sys; from box2seg.engine import prepare_caches, setup_cfg; "
+               "cfg = setup_cfg(sys.argv[1], sys.argv[4:], sys.argv[2:4]); "
+               "prepare_caches(cfg, cfg.DATASETS.TRAIN, grabcut=True)")
+    subprocess.run([sys.executable, "-c", prepare, TINY, flags[3], flags[5], *opts], check=True, timeout=300,
+                   cwd=REPO, env=dict(os.environ, BOX2SEG_CACHE=str(cache), OMP_NUM_THREADS="1"))
     # Three iterations: the first is embedding pre-training (PRETRAIN_ITERS 1), so the next ones run with
     # parameters that had no gradient before -- DistributedDataParallel must be told (find_unused_parameters).
     log = run_train_net(flags + ["--num-gpus", "2"] + opts + ["SOLVER.MAX_ITER", "3", "TEST.EVAL_PERIOD", "0"], cache)
