@@ -72,7 +72,7 @@ def add_box2seg_config(cfg):
     _C.GRABCUT.UPSCALE_TO = 64
     # Central ellipse of CORE x the box marked definite foreground, the rest of the box probable foreground
     # (cv2.GC_INIT_WITH_MASK); 0 = plain rectangle initialisation.
-    _C.GRABCUT.CORE = 0.75
+    _C.GRABCUT.CORE = 0.45
     # Training computes missing GrabCut labels itself (rank 0, behind a barrier) instead of failing.
     _C.GRABCUT.PREPARE_IF_MISSING = True
 

@@ -44,7 +44,7 @@ def add_arguments(parser):
     parser.add_argument("--upscale-to", type=int, default=None,
                         help="upscale a crop so the box's short side is at least this many px (0 = off; default 64)")
     parser.add_argument("--core", type=float, default=None,
-                        help="central ellipse of CORE x the box marked definite foreground (0 = off; default 0.75)")
+                        help="central ellipse of CORE x the box marked definite foreground (0 = off; default 0.45)")
     parser.add_argument("--force", action="store_true", help="recompute images already in the cache")
     parser.add_argument(
         "--skip-bad-images", action="store_true",

@@ -104,7 +104,7 @@ class GrabCutSettings:
     seed: int = 0
     fallback_fill: float = 0.4  # a result covering less than this share of its box -> ellipse
     upscale_to: int = 64  # upscale the crop so the box's short side is at least this many px (0 = off)
-    core: float = 0.75  # central ellipse of core x the box marked definite foreground (0 = off: rect init)
+    core: float = 0.45  # central ellipse of core x the box marked definite foreground (0 = off: rect init)
 
     def __post_init__(self):
         # Normalise types so that MARGIN: 1 and MARGIN: 1.0 give the same key.

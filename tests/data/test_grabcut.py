@@ -39,7 +39,7 @@ def _ann(box, cls, crowd=0):
 def test_settings_key_and_config():
     s = G.GrabCutSettings()
     assert (s.iterations, s.margin, s.min_margin, s.max_side, s.seed) == (5, 0.5, 32, 1024, 0)
-    assert (s.fallback_fill, s.upscale_to, s.core) == (0.4, 64, 0.75)
+    assert (s.fallback_fill, s.upscale_to, s.core) == (0.4, 64, 0.45)
     assert s.key() == G.GrabCutSettings().key() and len(s.key()) == 8
     assert G.GrabCutSettings(margin=1).key() == G.GrabCutSettings(margin=1.0).key()
     assert G.GrabCutSettings(max_side=256).key() != s.key()
@@ -260,7 +260,7 @@ def test_attach_warns_when_the_cache_has_other_settings(fresh_cache, caplog):
             G.attach_grabcut_files("my_set", dicts, G.GrabCutSettings())
     (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert str(folder) in warning and "differ from the ones prepare-grabcut used" in warning
-    assert "core=0.75" in warning and "core=0.0" in warning  # both settings
+    assert "core=0.45" in warning and "core=0.0" in warning  # both settings
     assert "upscale_to=64" in warning and "fallback_fill=0.05" in warning
     assert "box2seg prepare-grabcut --dataset my_set\n" in warning + "\n"  # the current (default) settings
     caplog.clear()

@@ -148,7 +148,7 @@ def test_preparing_beside_a_cache_of_other_settings_says_so(tmp_path, fresh_cach
         prepare_dataset(name, settings=G.GrabCutSettings(), workers=1, progress=False)
     (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert "are computed now (2 images)" in warning and first["folder"] in warning
-    assert "core=0.75" in warning and "core=0.0" in warning
+    assert "core=0.45" in warning and "core=0.0" in warning
     assert f"box2seg prepare-grabcut --dataset {name}\n" in warning
 
 
