@@ -53,6 +53,8 @@ USER_ERRORS = (
     ("box2seg.engine.weights", "PartialWeightsError"),
     ("box2seg.engine.data", "GrabCutNotPreparedError"),
     ("box2seg.engine.evaluators", "NothingToEvaluateError"),
+    ("box2seg.modeling.checks", "ConfigValueError"),
+    ("box2seg.data.grabcut_job", "GrabCutJobError"),
 )
 # Or: an exception class with ``user_error = True`` (a new module's errors, without an entry above).
 

@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from .data.cache import safe_name
+from .data.images import ImageReadError, read_image
 from .evaluation.mask_scoring import paint_box_masks
 from .structures import decode_segmentation, record_boxes
 from .utils.visualizer import (
@@ -154,9 +155,10 @@ def visualize_records(records, thing_classes, output, pseudo=None, predictor=Non
     written = 0
     with torch.no_grad():
         for record in tqdm(records, desc="visualize", unit="image"):
-            image = cv2.imread(record["file_name"], cv2.IMREAD_COLOR)
-            if image is None:
-                logger.error(f"cannot read image {record['file_name']}; skipped")
+            try:
+                image = read_image(record["file_name"], format="BGR")
+            except ImageReadError as e:
+                logger.error(f"{e}; skipped")
                 continue
             panels = record_panels(record, image, thing_classes, pseudo, predictor)
             grid = make_grid([caption(_scaled(p, scale), text) for text, p in panels], columns)

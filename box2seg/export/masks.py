@@ -4,10 +4,10 @@ A box whose mask comes out empty falls back to its own GrabCut mask (instance ma
 GrabCut left it nothing either (a smaller box took all its pixels), to the ellipse inscribed in the box;
 both fallbacks are counted (:data:`MASK_SOURCES`). Crowd annotations get no mask: they are copied through.
 """
-import cv2
 import numpy as np
 
 from ..data.cache import atomic_write_bytes, folder_lock
+from ..data.images import ImageReadError, read_image
 from ..data.grabcut import (compute_instance_map, ellipse_mask, encode_instance_map, grabcut_cache_dir,
                             grabcut_file_for, load_instance_map, prepare_command)
 from ..modeling.box_conditioned import annotation_box_masks
@@ -120,9 +120,10 @@ class GrabCutMaps:
                     "GRABCUT.PREPARE_IF_MISSING True to compute them on demand)")
             with folder_lock(self.folder):  # prepare-grabcut may be writing this folder
                 if not path.is_file():
-                    image = cv2.imread(record["file_name"], cv2.IMREAD_COLOR)
-                    if image is None:
-                        raise ExportError(f"cannot read image {record['file_name']} for its GrabCut fallback")
+                    try:
+                        image = read_image(record["file_name"], format="BGR")
+                    except ImageReadError as e:
+                        raise ExportError(f"cannot read image for its GrabCut fallback: {e}") from None
                     instance_map, stats = compute_instance_map(image, record, self.settings)
                     atomic_write_bytes(path, encode_instance_map(instance_map, stats))
                     self.computed += 1
