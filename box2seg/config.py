@@ -50,6 +50,9 @@ def add_box2seg_config(cfg):
     # User COCO-format box datasets, "NAME=JSON:IMAGE_ROOT"; registered by engine.register_datasets in every
     # process (launch workers too) before the datasets are read. The --coco-dataset flags append here.
     _C.DATASETS.COCO_FORMAT = []
+    # User Open Images box datasets, "NAME=BOXES.csv:IMAGE_ROOT" (the --openimages-dataset flags append here),
+    # registered the same way in every process.
+    _C.DATASETS.OPENIMAGES_FORMAT = []
 
     # Offline GrabCut pseudo-labels (box2seg prepare-grabcut). These settings are part of the cache key.
     _C.GRABCUT = CN()
