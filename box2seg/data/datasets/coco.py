@@ -5,11 +5,19 @@ annotation dicts for evaluation, and a semantic ground truth is painted from the
 Image sizes come from the JSON (no image is opened), except for an image whose JSON entry lacks them.
 A ``bbox`` holding strings or booleans is refused (DatasetError naming the file and annotation): JSON numbers
 only; a bbox that is not 4 values is skipped and counted.
+
+A run asks DatasetCatalog for the same dataset several times (the data loader, the evaluators, the GrabCut
+and export jobs), and COCO train2017's JSON takes tens of seconds to parse: the parsed and validated records
+are kept in memory per file version (path, size, mtime, inode) and image folder, and every call gets its own
+copies (records, annotation lists and annotation dicts; the segmentation polygons / RLE are shared and must
+not be changed in place).
 """
+import copy
 import hashlib
 import json
 import logging
 import os
+from collections import OrderedDict
 
 from detectron2.structures import BoxMode
 
@@ -33,6 +41,40 @@ logger = logging.getLogger(__name__)
 _REGISTERED = {}
 _LAZY_KEYS = ("thing_classes", "stuff_classes", "thing_dataset_id_to_contiguous_id", "ignore_label",
               "has_masks", "evaluator_type")
+
+# (file version, image_root) -> _Parsed, most recently used last; a few entries (train and test sets).
+_PARSED = OrderedDict()
+PARSE_CACHE_ENTRIES = 4
+
+
+class _Parsed:
+    """One validated load of a COCO JSON: the records before any semantic GT is attached, their metadata,
+    the sha1 of the file's bytes and the load report (copied into a caller's report on reuse)."""
+
+    def __init__(self, records, meta, digest, report):
+        self.records, self.meta, self.digest, self.report = records, meta, digest, report
+
+
+def _file_version(json_file):
+    """What identifies one version of the file without reading it: (path, size, mtime_ns, inode)."""
+    try:
+        stat = os.stat(json_file)
+    except FileNotFoundError:
+        raise DatasetError(f"COCO annotation file {json_file} does not exist") from None
+    return json_file, stat.st_size, stat.st_mtime_ns, stat.st_ino
+
+
+def _copy_records(records):
+    """Fresh records a caller may change: new dicts, annotation lists, annotation dicts and bboxes."""
+    return [{**r, "annotations": [{**a, "bbox": list(a["bbox"])} for a in r["annotations"]]} for r in records]
+
+
+def _copy_report(source, target):
+    """Fill ``target`` with what ``source`` counted (a reused parse is not logged again)."""
+    target.skipped.update(source.skipped)
+    target.noted.update(source.noted)
+    target._examples.update(copy.deepcopy(source._examples))
+    target.num_images, target.num_boxes = source.num_images, source.num_boxes
 
 
 def _read_json(json_file):
@@ -81,12 +123,14 @@ def _metadata_from_json(data, json_file):
 
 
 def coco_metadata(json_file):
-    """Class metadata of a COCO JSON, cached by file path, size and mtime (big JSONs parse slowly)."""
-    json_file = os.path.abspath(json_file)
-    try:
-        stat = os.stat(json_file)
-    except FileNotFoundError:
-        raise DatasetError(f"COCO annotation file {json_file} does not exist") from None
+    """Class metadata of a COCO JSON, cached by file path, size and mtime (big JSONs parse slowly): from a
+    load of this file version already in memory, else from the on-disk cache, else parsed."""
+    json_file = os.path.abspath(os.path.expanduser(str(json_file)))
+    version = _file_version(json_file)
+    for (parsed_version, _), parsed in reversed(_PARSED.items()):
+        if parsed_version == version:
+            return copy.deepcopy(parsed.meta)
+    stat = os.stat(json_file)
     cache_file = cache_root() / "coco" / f"meta-{stable_hash([json_file, stat.st_size, stat.st_mtime_ns])}.json"
     if cache_file.is_file():
         try:
@@ -122,13 +166,36 @@ def load_coco_boxes(json_file, image_root, dataset_name=None, report=None, paint
     Args:
         json_file, image_root: the annotation file and the folder its ``file_name`` s are relative to.
         dataset_name: if given, its metadata is updated and the painted semantic GT is cached under it.
-        report: a :class:`LoadReport` to fill (one is created and logged in any case).
+        report: a :class:`LoadReport` to fill (the first load of a file version logs its own; a load that
+            reuses the parse fills ``report`` without logging it again).
         paint_semseg: paint / attach ``sem_seg_file_name`` when the annotations have masks.
     """
-    json_file = os.path.abspath(os.path.expanduser(json_file))
-    image_root = os.path.abspath(os.path.expanduser(image_root))
+    json_file = os.path.abspath(os.path.expanduser(str(json_file)))
+    image_root = os.path.abspath(os.path.expanduser(str(image_root)))
     name = dataset_name or os.path.splitext(os.path.basename(json_file))[0]
-    report = report or LoadReport(name, json_file)
+    key = (_file_version(json_file), image_root)
+    parsed = _PARSED.get(key)
+    if parsed is None:
+        parsed = _parse(json_file, image_root, LoadReport(name, json_file))
+        _PARSED[key] = parsed
+        while len(_PARSED) > PARSE_CACHE_ENTRIES:
+            _PARSED.popitem(last=False)
+    else:
+        _PARSED.move_to_end(key)
+        logger.debug(f"dataset '{name}': reusing the parse of {json_file}")
+    if report is not None:
+        _copy_report(parsed.report, report)
+    dataset_dicts = _copy_records(parsed.records)
+    meta = copy.deepcopy(parsed.meta)
+    if dataset_name is not None:
+        update_metadata(dataset_name, meta)
+    if meta["has_masks"] and paint_semseg:
+        attach_semantic_gt(name, dataset_dicts, meta["ignore_label"], masks_key=parsed.digest)
+    return dataset_dicts
+
+
+def _parse(json_file, image_root, report):
+    """Read and validate the JSON once (the work :func:`load_coco_boxes` memoises); logs the report."""
     data, digest = _read_json(json_file)
     cat_ids, cat_names = _categories(data, json_file)
     id_map = {d: c for c, d in enumerate(cat_ids)}
@@ -208,11 +275,7 @@ def load_coco_boxes(json_file, image_root, dataset_name=None, report=None, paint
     has_masks = any("segmentation" in a for r in dataset_dicts for a in r["annotations"])
     meta = semantic_metadata(cat_names, id_map, has_masks)
     report.finish(dataset_dicts)
-    if dataset_name is not None:
-        update_metadata(dataset_name, meta)
-    if has_masks and paint_semseg:
-        attach_semantic_gt(name, dataset_dicts, meta["ignore_label"], masks_key=digest)
-    return dataset_dicts
+    return _Parsed(dataset_dicts, meta, digest, report)
 
 
 def register_coco_boxes(name, json_file, image_root):
