@@ -20,7 +20,6 @@ import sys
 
 from .commands import add_coco_dataset_argument, add_dataset_arguments, flags_before_overrides
 from .data.datasets.common import UnknownDatasetError, unknown_dataset_message
-from .data.datasets.openimages import register_openimages_spec
 
 __all__ = ["COMMANDS", "USER_ERRORS", "build_parser", "parse_args", "main", "add_coco_dataset_argument", "user_error_message"]
 
@@ -152,8 +151,6 @@ def main(argv=None):
     args = parse_args(argv)
     debug = getattr(args, "debug", False) or os.environ.get("BOX2SEG_DEBUG", "") not in ("", "0")
     try:
-        for spec in getattr(args, "openimages_dataset", ()):
-            register_openimages_spec(spec)
         return importlib.import_module(args._module).main(args) or 0
     except Exception as error:
         message = None if debug else user_error_message(error, argv)

@@ -2,9 +2,11 @@
 detectron2 keeps it in ``engine/defaults.py``: ``add_arguments(parser)`` fills the subcommand's parser and
 ``main(args) -> int`` runs it on the library's functions. ``cli.py`` adds the repeatable
 ``--coco-dataset NAME=JSON:IMAGE_ROOT`` and ``--openimages-dataset NAME=BOXES.csv:IMAGE_ROOT`` flags to every
-subcommand (:func:`add_dataset_arguments`); ``main`` hands the COCO ones to
-``box2seg.engine.setup_cfg(..., coco_datasets=args.coco_dataset)``, which registers the datasets, and
-``cli.main`` registers the Open Images ones before the command runs.
+subcommand (:func:`add_dataset_arguments`); ``main`` hands them to
+``box2seg.engine.setup_cfg(..., coco_datasets=args.coco_dataset, openimages_datasets=args.openimages_dataset)``,
+which stores them in the config (DATASETS.COCO_FORMAT, DATASETS.OPENIMAGES_FORMAT) and registers them.
+``predict`` and ``visualize --config-file`` build their config with ``setup_predict_cfg`` and register
+the Open Images ones themselves, first.
 
 Config overrides (bare ``KEY VALUE`` pairs): :func:`add_overrides_argument`. ``cli.main`` moves the flags
 a user put after the pairs in front of them (:func:`flags_before_overrides`), so ``box2seg export

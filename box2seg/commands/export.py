@@ -55,7 +55,8 @@ def main(args):
         if missing:
             raise ExportError(f"missing {', '.join(missing)} (or use --merge DIR)")
         shard = parse_shard(args.shard)
-        cfg = setup_cfg(args.config_file, args.opts, coco_datasets=getattr(args, "coco_dataset", []))
+        cfg = setup_cfg(args.config_file, args.opts, coco_datasets=getattr(args, "coco_dataset", []),
+                        openimages_datasets=getattr(args, "openimages_dataset", ()))
         cfg = export_config(cfg, args.dataset)
         summary = export_dataset(cfg, args.dataset, args.output, shard=shard, force=args.force,
                                  progress=not args.no_progress, allow_partial_weights=args.allow_partial_weights)

@@ -5,6 +5,7 @@ import argparse
 import re
 import warnings
 
+from ..data.datasets.openimages import register_openimages_spec
 from ..predict import Box2SegPredictor, expand_inputs, predict_images, setup_predict_cfg
 
 __all__ = ["add_arguments", "main", "split_overrides"]
@@ -45,6 +46,8 @@ def main(args):
         warnings.warn("box2seg predict --opts is deprecated: put the KEY VALUE overrides last, without --opts",
                       FutureWarning, stacklevel=1)
     opts = overrides + list(args.overrides) + list(args.opts)
+    for spec in getattr(args, "openimages_dataset", ()):  # before the config reads their class names
+        register_openimages_spec(spec)
     cfg = setup_predict_cfg(args.config_file, opts, coco_datasets=args.coco_dataset)
     if not cfg.MODEL.WEIGHTS:
         raise SystemExit("box2seg predict: MODEL.WEIGHTS is empty; pass the trained model, e.g. "

@@ -57,7 +57,8 @@ def add_arguments(parser):
 
 def _settings_from_args(args):
     """The config (its datasets registered) and the GrabCut settings: the config's, overridden by the flags."""
-    cfg = setup_cfg(args.config_file, coco_datasets=args.coco_dataset)
+    cfg = setup_cfg(args.config_file, coco_datasets=args.coco_dataset,
+                    openimages_datasets=getattr(args, "openimages_dataset", ()))
     base = GrabCutSettings.from_config(cfg)
     overrides = {k: getattr(args, k) for k in ("iterations", "margin", "min_margin", "max_side", "seed",
                                                    "fallback_fill", "upscale_to", "core")

@@ -17,7 +17,8 @@ def add_arguments(parser):
 
 
 def main(args):
-    setup_cfg(coco_datasets=args.coco_dataset)  # registers them, as every subcommand does
+    # Registers them, as every subcommand does.
+    setup_cfg(coco_datasets=args.coco_dataset, openimages_datasets=getattr(args, "openimages_dataset", ()))
     try:
         results = score_files(args.gt, args.pred)
     except ScoreError as e:

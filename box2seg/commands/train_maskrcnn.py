@@ -57,7 +57,8 @@ def _worker(args):
 
 def main(args):
     # OUTPUT_DIR as setup() will see it, without building the model or registering the JSONs.
-    output_dir = setup_cfg(args.config_file, args.opts, freeze=False).OUTPUT_DIR
+    output_dir = setup_cfg(args.config_file, args.opts, openimages_datasets=getattr(args, "openimages_dataset", ()),
+                           freeze=False).OUTPUT_DIR
     results_path = os.path.join(output_dir, maskrcnn.RESULTS_FILE)
     if os.path.exists(results_path):
         os.remove(results_path)  # a stale file must not pass for this run's results

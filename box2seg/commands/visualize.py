@@ -4,6 +4,7 @@ import argparse
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from ..data.datasets.openimages import register_openimages_spec
 from ..engine import setup_cfg
 from ..predict import Box2SegPredictor, setup_predict_cfg
 from ..visualize import load_pseudo_masks, visualize_records
@@ -35,10 +36,13 @@ def main(args):
     if not args.pseudo_masks and not args.config_file:
         raise SystemExit("box2seg visualize: give --pseudo-masks JSON and/or --config-file (with MODEL.WEIGHTS) "
                          "so there is something to show besides the boxes")
+    openimages = getattr(args, "openimages_dataset", ())
     if args.config_file:
+        for spec in openimages:  # before the config reads their class names
+            register_openimages_spec(spec)
         cfg = setup_predict_cfg(args.config_file, args.opts, coco_datasets=args.coco_dataset)
     else:
-        setup_cfg(coco_datasets=args.coco_dataset)  # registers them
+        setup_cfg(coco_datasets=args.coco_dataset, openimages_datasets=openimages)  # registers them
     if args.dataset not in DatasetCatalog.list():
         raise SystemExit(f"box2seg visualize: dataset {args.dataset!r} is not registered; register it with "
                          f"--coco-dataset NAME=JSON:IMAGE_ROOT (known: {', '.join(sorted(DatasetCatalog.list()))})")

@@ -11,14 +11,17 @@ from detectron2.utils.logger import setup_logger
 from ..config import add_box2seg_config
 from ..data.datasets import UnknownDatasetError, unknown_dataset_message
 from ..data.datasets.coco import register_coco_spec
+from ..data.datasets.openimages import register_openimages_spec
 
 __all__ = ["check_num_classes", "default_setup", "num_classes_from_metadata", "register_datasets", "setup_cfg"]
 
 
-def setup_cfg(config_file=None, opts=(), coco_datasets=(), freeze=True):
+def setup_cfg(config_file=None, opts=(), coco_datasets=(), openimages_datasets=(), freeze=True):
     """detectron2's defaults plus every Box2Seg key, then ``config_file``, then ``opts`` (KEY VALUE ...),
     then ``coco_datasets`` ("NAME=JSON:IMAGE_ROOT", e.g. from ``--coco-dataset``) appended to
-    DATASETS.COCO_FORMAT; the config's COCO-format datasets are registered in this process.
+    DATASETS.COCO_FORMAT and ``openimages_datasets`` ("NAME=BOXES.csv:IMAGE_ROOT", from
+    ``--openimages-dataset``) appended to DATASETS.OPENIMAGES_FORMAT; the config's datasets are registered
+    in this process (:func:`register_datasets`), and, being in the config, in every launched worker.
 
     ``freeze=False`` for callers that set more keys (seed, output folder) before freezing it themselves.
     MODEL.SEM_SEG_HEAD.NUM_CLASSES left 0 (unset) is taken from DATASETS.TRAIN's metadata
@@ -31,6 +34,8 @@ def setup_cfg(config_file=None, opts=(), coco_datasets=(), freeze=True):
     cfg.merge_from_list(list(opts))
     if coco_datasets:
         cfg.DATASETS.COCO_FORMAT = list(cfg.DATASETS.COCO_FORMAT) + list(coco_datasets)
+    if openimages_datasets:
+        cfg.DATASETS.OPENIMAGES_FORMAT = list(cfg.DATASETS.OPENIMAGES_FORMAT) + list(openimages_datasets)
     register_datasets(cfg)
     if cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 0:
         cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = num_classes_from_metadata(cfg)
@@ -48,10 +53,14 @@ def default_setup(cfg, args):
 
 
 def register_datasets(cfg):
-    """Register DATASETS.COCO_FORMAT (NAME=JSON:IMAGE_ROOT) in this process; the same spec twice is a
-    no-op, so launch workers and spawned training processes simply call it again."""
+    """Register DATASETS.COCO_FORMAT (NAME=JSON:IMAGE_ROOT) and DATASETS.OPENIMAGES_FORMAT
+    (NAME=BOXES.csv:IMAGE_ROOT) in this process; the same spec twice is a no-op, so launch workers and
+    spawned training processes simply call it again. A config saved before OPENIMAGES_FORMAT existed has
+    no such key."""
     for spec in cfg.DATASETS.COCO_FORMAT:
         register_coco_spec(spec)
+    for spec in cfg.DATASETS.get("OPENIMAGES_FORMAT", ()):
+        register_openimages_spec(spec)
 
 
 def num_classes_from_metadata(cfg):

@@ -6,8 +6,9 @@
     python projects/Box2Seg/train_net.py --config-file ... --num-gpus 8 [--num-machines 2 --machine-rank 0 \
         --dist-url tcp://HOST:PORT]
 
-``--coco-dataset NAME=JSON:IMAGE_ROOT`` (repeatable) registers a COCO-format box dataset; it is stored in
-the config (DATASETS.COCO_FORMAT), so every launched worker registers it too. The Trainer, data and solver
+``--coco-dataset NAME=JSON:IMAGE_ROOT`` and ``--openimages-dataset NAME=BOXES.csv:IMAGE_ROOT`` (repeatable)
+register a COCO-format or Open Images box dataset; they are stored in the config (DATASETS.COCO_FORMAT,
+DATASETS.OPENIMAGES_FORMAT), so every launched worker registers them too. The Trainer, data and solver
 are box2seg.engine's. ``--eval-only`` refuses weights whose heads do not fit the config (naming the keys;
 ``--allow-partial-weights`` loads them anyway) and test datasets that give nothing to evaluate.
 """
@@ -20,6 +21,7 @@ from detectron2.engine import default_argument_parser, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
+from box2seg.commands import add_openimages_dataset_argument
 from box2seg.engine import (GrabCutNotPreparedError, NothingToEvaluateError, PartialWeightsError, Trainer,
                             check_evaluable, check_num_classes, default_setup, load_weights, prepare_caches,
                             setup_cfg)
@@ -33,6 +35,7 @@ def argument_parser():
         "--coco-dataset", action="append", default=[], metavar="NAME=JSON:IMAGE_ROOT",
         help="register a COCO-format box dataset under NAME (repeatable)",
     )
+    add_openimages_dataset_argument(parser)
     parser.add_argument(
         "--allow-partial-weights", action="store_true",
         help="--eval-only: evaluate even if MODEL.WEIGHTS leaves parts of the model (e.g. its heads) randomly "
@@ -42,7 +45,8 @@ def argument_parser():
 
 
 def setup(args):
-    cfg = setup_cfg(args.config_file, args.opts, getattr(args, "coco_dataset", []))
+    cfg = setup_cfg(args.config_file, args.opts, getattr(args, "coco_dataset", []),
+                    openimages_datasets=getattr(args, "openimages_dataset", ()))
     default_setup(cfg, args)
     check_num_classes(cfg, list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
     return cfg
