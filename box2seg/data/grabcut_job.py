@@ -5,7 +5,8 @@ Parallel over images (a ``concurrent.futures.ProcessPoolExecutor``, "forkserver"
 available; the worker is a top-level function taking only picklable arguments, so any start method works).
 A worker killed from outside (the OOM killer's SIGKILL) breaks the pool: the images it lost are retried once
 in a fresh pool, then the job fails naming them; whatever was written stays, so a rerun resumes
-(``multiprocessing.Pool`` waited for the lost chunk for ever). The worker count is lowered to what the
+(``multiprocessing.Pool`` waited for the lost chunk for ever). When more than ``FALLBACK_WARNING_SHARE`` of
+the boxes fell back to the ellipse, the job warns: those labels are ellipses, not object shapes. The worker count is lowered to what the
 available memory holds at ``WORKER_PEAK_BYTES`` per worker (the per-worker peak GrabCut's ``max_side`` cap
 guarantees; bench/grabcut_memory.py), with a log line saying so. Resumable (an image whose file exists
 is reused unless ``force``) and safe to interrupt at any point: every image is written by an atomic
@@ -42,11 +43,15 @@ from .images import ImageReadError, read_image
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["prepare_dataset", "available_memory", "memory_bounded_workers", "GrabCutJobError", "WORKER_PEAK_BYTES"]
+__all__ = ["prepare_dataset", "available_memory", "memory_bounded_workers", "GrabCutJobError", "WORKER_PEAK_BYTES",
+           "FALLBACK_WARNING_SHARE", "fallback_warning"]
 
 # Peak memory of one worker with the default GRABCUT.MAX_SIDE cap: bench/grabcut_memory.py measures an
 # 8000 x 6000 photo under this (docs/grabcut.md).
 WORKER_PEAK_BYTES = 2 * 1024**3
+# Share of a dataset's (non-crowd) boxes falling back to the ellipse above which the job warns: GrabCut then
+# labels few of the objects (57.5% fell back on coco_tiny with the settings of 0e10efa; docs/grabcut.md).
+FALLBACK_WARNING_SHARE = 0.4
 # Test hook: a worker given an image whose file name contains this kills itself with SIGKILL, as the OOM
 # killer would ("NAME" or "NAME:MARKER": only while the file MARKER does not exist yet; it is created first).
 _KILL_ENV = "BOX2SEG_TEST_KILL_GRABCUT_WORKER"
@@ -83,6 +88,17 @@ def memory_bounded_workers(workers):
                        WORKER_PEAK_BYTES / 2**30, fit)
         return fit
     return workers
+
+
+def fallback_warning(dataset_name, boxes, fallbacks):
+    """The warning to log when more than FALLBACK_WARNING_SHARE of ``boxes`` fell back, else None."""
+    if boxes == 0 or fallbacks / boxes <= FALLBACK_WARNING_SHARE:
+        return None
+    return (f"GrabCut {dataset_name}: {fallbacks} of {boxes} boxes ({100 * fallbacks / boxes:.1f}%, more than "
+            f"{100 * FALLBACK_WARNING_SHARE:.0f}%) fell back to the ellipse: GrabCut could not separate those "
+            "objects from their background, so their pseudo-labels are the ellipses inscribed in the boxes, not "
+            "object shapes. Typical of small objects or low contrast; see docs/grabcut.md for the settings "
+            "(GRABCUT.UPSCALE_TO, GRABCUT.CORE, GRABCUT.FALLBACK_FILL) and what they score")
 
 
 def _minimal_record(record):
@@ -256,6 +272,9 @@ def prepare_dataset(dataset_name, dataset_dicts=None, settings=None, workers=0, 
             "bad_images": [dicts[i]["file_name"] for i in sorted(bad)],
         })
         atomic_write_json(folder / "summary.json", summary)
+    warning = fallback_warning(dataset_name, summary["boxes"], summary["fallbacks"])
+    if warning:
+        logger.warning(warning)
     return {
         "folder": str(folder),
         "computed": len(pending) - len(bad),
