@@ -4,6 +4,7 @@ import argparse
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from ..data.datasets import UnknownDatasetError, unknown_dataset_message
 from ..data.datasets.openimages import register_openimages_spec
 from ..engine import setup_cfg
 from ..predict import Box2SegPredictor, setup_predict_cfg
@@ -43,9 +44,8 @@ def main(args):
         cfg = setup_predict_cfg(args.config_file, args.opts, coco_datasets=args.coco_dataset)
     else:
         setup_cfg(coco_datasets=args.coco_dataset, openimages_datasets=openimages)  # registers them
-    if args.dataset not in DatasetCatalog.list():
-        raise SystemExit(f"box2seg visualize: dataset {args.dataset!r} is not registered; register it with "
-                         f"--coco-dataset NAME=JSON:IMAGE_ROOT (known: {', '.join(sorted(DatasetCatalog.list()))})")
+    if args.dataset not in DatasetCatalog.list():  # cli prints it as one line, suggesting the flags
+        raise UnknownDatasetError(unknown_dataset_message(args.dataset))
     records = DatasetCatalog.get(args.dataset)
     if args.max_images > 0:
         records = records[: args.max_images]

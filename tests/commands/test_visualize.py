@@ -26,8 +26,21 @@ def test_grids_of_a_coco_dataset_flag(tmp_path, tiny_coco, run, tiny_cfg, tiny_w
 def test_refusals(tmp_path, run):
     with pytest.raises(SystemExit, match="pseudo-masks"):
         run("visualize", "--dataset", "box2seg_shapes_val", "--output", tmp_path)
-    with pytest.raises(SystemExit, match="'nowhere' is not registered"):
-        run("visualize", "--dataset", "nowhere", "--output", tmp_path, "--pseudo-masks", tmp_path / "p.json")
+
+
+def test_an_unknown_dataset_suggests_the_flags_not_every_name(tmp_path, run, capsys, monkeypatch):
+    monkeypatch.delenv("BOX2SEG_DEBUG", raising=False)
+    assert run("visualize", "--dataset", "nowhere", "--output", tmp_path, "--pseudo-masks", tmp_path / "p.json") == 2
+    captured = capsys.readouterr()
+    (line,) = captured.err.strip().splitlines()
+    assert line.startswith("box2seg visualize: error: dataset 'nowhere' is not registered")
+    assert "--coco-dataset nowhere=ANNOTATIONS.json:IMAGE_ROOT" in line and "--openimages-dataset nowhere=" in line
+    assert "known:" not in line and "coco_2017_val_panoptic" not in line and "voc_2012_val" not in line
+    assert "box2seg_shapes_val" not in captured.out + captured.err
+    # A near miss is named.
+    assert run("visualize", "--dataset", "box2seg_shapes_vall", "--output", tmp_path,
+               "--pseudo-masks", tmp_path / "p.json") == 2
+    assert "Did you mean 'box2seg_shapes_val'" in capsys.readouterr().err
 
 
 def test_weights_whose_heads_do_not_fit_are_refused_unless_allowed(tmp_path, tiny_coco, run, tiny_cfg):
