@@ -123,8 +123,31 @@ def add_box2seg_config(cfg):
     # Channels of the beta-decoder's per-pixel embedding.
     _C.MODEL.BOX2SEG.EMBEDDING_DIM = 64
 
+    # Chip mode (beside the paper's whole-image mode): train on box-centred chips at one normalised scale and
+    # predict each box's mask from its own chip (data/chip_mapper.py, structures/chips.py, docs/chips.md).
+    _C.MODEL.BOX2SEG.CHIPS = CN()
+    _C.MODEL.BOX2SEG.CHIPS.ENABLED = False
+    # Chip side (px); the box's longer side is SIZE / (1 + 2 * CONTEXT) px in its chip.
+    _C.MODEL.BOX2SEG.CHIPS.SIZE = 128
+    # Context on each side of the box, as a fraction of its longer side.
+    _C.MODEL.BOX2SEG.CHIPS.CONTEXT = 0.25
+    # Training jitter: chip side times exp(U(-j, j)) ...
+    _C.MODEL.BOX2SEG.CHIPS.SCALE_JITTER = 0.15
+    # ... and centre moved by U(-j, j) x the longer side (at most CONTEXT: the box stays in its chip).
+    _C.MODEL.BOX2SEG.CHIPS.SHIFT_JITTER = 0.1
+    # One foreground class: the head says object vs background, the box gives the class (many classes and
+    # few images: COCO's 80 from a few hundred photos). NUM_CLASSES stays the dataset's (for the outputs).
+    _C.MODEL.BOX2SEG.CHIPS.CLASS_AGNOSTIC = True
+    # Chips per forward pass at inference.
+    _C.MODEL.BOX2SEG.CHIPS.TEST_BATCH = 32
+    # A pixel inside its box is foreground when its probability exceeds this ...
+    _C.MODEL.BOX2SEG.CHIPS.THRESHOLD = 0.5
+    # ... and a box left empty by it gets its FALLBACK_FILL share of most probable pixels (never-empty masks).
+    _C.MODEL.BOX2SEG.CHIPS.FALLBACK_FILL = 0.5
+
     _C.MODEL.BOX2SEG.LOSS = CN()
-    # Enabled terms; ablations remove names here: gc, fg, bg, fr, aff.
+    # Enabled terms; ablations remove names here: gc, fg, bg, fr, aff (the paper's), proj (BoxInst's box
+    # projection, beyond the paper).
     _C.MODEL.BOX2SEG.LOSS.TERMS = ["gc", "fg", "bg", "fr", "aff"]
     # Weight of L_GC (the y-branch against the GrabCut labels).
     _C.MODEL.BOX2SEG.LOSS.GC_WEIGHT = 1.0
@@ -141,6 +164,11 @@ def add_box2seg_config(cfg):
     _C.MODEL.BOX2SEG.LOSS.FR_WEIGHT = 5.0
     # Weight of the affinity term L_A after pre-training.
     _C.MODEL.BOX2SEG.LOSS.AFFINITY_WEIGHT = 1.0
+    # L_fg's pull on alpha per box pixel capped: min(-log y, FG_PULL_CAP); 0 = the paper's unbounded form. Below
+    # FR_WEIGHT / FG_WEIGHT the filling-rate hinge always wins, so alpha keeps every object (docs/method.md).
+    _C.MODEL.BOX2SEG.LOSS.FG_PULL_CAP = 0.0
+    # Weight of BoxInst's box-projection term ("proj" in TERMS; beyond the paper, docs/method.md).
+    _C.MODEL.BOX2SEG.LOSS.PROJ_WEIGHT = 1.0
     # Weight of L_A_pre during the PRETRAIN_ITERS iterations.
     _C.MODEL.BOX2SEG.LOSS.AFFINITY_PRETRAIN_WEIGHT = 1.0
     # L_fg and L_fr join at this iteration (0: together with the other terms, the method as written). Before it

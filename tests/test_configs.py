@@ -63,7 +63,10 @@ def test_config_builds_and_trains_one_step(path):
     total = sum(losses.values())
     assert torch.isfinite(total)
     total.backward()
-    grads = [p.grad for p in model.decoders.parameters() if p.requires_grad]
+    # Every parameter of the branches the config's loss terms read (a config may switch branches off).
+    heads = {"y": model.decoders.y_head, "alpha": model.decoders.alpha_head, "beta": model.decoders.beta_head}
+    modules = [heads[b] for b in model.loss.branches()] + [model.decoders.trunk] * (model.decoders.trunk is not None)
+    grads = [p.grad for m in modules for p in m.parameters() if p.requires_grad]
     assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
     model.eval()
     with torch.no_grad():

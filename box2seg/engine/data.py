@@ -7,6 +7,7 @@ from detectron2.utils import comm
 
 from ..data.grabcut import GrabCutSettings, attach_grabcut_files, grabcut_cache_dir, grabcut_file_for, prepare_command
 from ..data.grabcut_job import prepare_dataset
+from ..data.chip_mapper import ChipDatasetMapper, chip_items
 from ..data.mapper import Box2SegDatasetMapper
 
 __all__ = [
@@ -78,8 +79,16 @@ def evaluation_records(cfg, dataset_name):
 
 
 def build_train_loader(cfg):
+    """Whole images (the paper's setting), or in chip mode (MODEL.BOX2SEG.CHIPS.ENABLED) one box-centred chip
+    per item of the (image, box) list, which detectron2's seeded sampler shuffles."""
+    records = train_dicts_with_grabcut(cfg)
+    if cfg.MODEL.BOX2SEG.CHIPS.ENABLED:
+        items = chip_items(records)
+        if not items:
+            raise ValueError(f"DATASETS.TRAIN={tuple(cfg.DATASETS.TRAIN)} has no non-crowd box to centre a chip on")
+        return build_detection_train_loader(cfg, mapper=ChipDatasetMapper(cfg, records), dataset=items)
     mapper = Box2SegDatasetMapper(cfg, is_train=True)
-    return build_detection_train_loader(cfg, mapper=mapper, dataset=train_dicts_with_grabcut(cfg))
+    return build_detection_train_loader(cfg, mapper=mapper, dataset=records)
 
 
 def build_test_loader(cfg, dataset_name):

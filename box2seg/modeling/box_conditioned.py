@@ -16,7 +16,7 @@ import torch
 
 from ..structures import PIXEL_CENTRES, annotation_boxes, box_areas, box_pixel_masks
 
-__all__ = ["box_conditioned_masks", "annotation_box_masks", "BOX_RULES"]
+__all__ = ["box_conditioned_masks", "annotation_box_masks", "never_empty_masks", "BOX_RULES"]
 
 BOX_RULES = ("class", "foreground")
 
@@ -77,3 +77,30 @@ def annotation_box_masks(scores, annotations, rule="class"):
     masks = torch.zeros((len(annotations),) + tuple(scores.shape[-2:]), dtype=torch.bool)
     masks[~crowd] = box_conditioned_masks(scores, boxes[~crowd], classes[~crowd], rule).cpu()
     return masks
+
+
+def never_empty_masks(probs, inside, threshold, fallback_fill):
+    """Per-box masks that are never empty: each box's pixels (``inside``) whose probability exceeds
+    ``threshold``; a box left empty gets its ``fallback_fill`` share of most probable pixels (at least one),
+    since every box frames an object. Vectorised over boxes.
+
+    Args:
+        probs: (N, H, W) probabilities, float in [0, 1] or uint8 x 255 (``structures.paste_chip_probs``).
+        inside: (N, H, W) bool, the pixels of each box.
+    Returns:
+        masks (N, H, W) bool, scores (N,) float32 (mean probability over the mask), filled (N,) bool (the
+        boxes the fallback filled).
+    """
+    p = probs.float() / 255.0 if probs.dtype == torch.uint8 else probs.float()
+    p = torch.where(inside, p, torch.full_like(p, -1.0))
+    masks = p > threshold
+    area = inside.flatten(1).sum(1)
+    filled = ~masks.flatten(1).any(1) & (area > 0)
+    if bool(filled.any()):
+        pf = p[filled].flatten(1)
+        k = (fallback_fill * area[filled].double()).ceil().long().clamp(min=1)
+        kth = pf.sort(dim=1, descending=True).values.gather(1, (k - 1)[:, None])
+        masks[filled] = (p[filled] >= kth[:, :, None]) & inside[filled]
+    count = masks.flatten(1).sum(1)
+    scores = torch.where(masks, p, torch.zeros_like(p)).flatten(1).sum(1) / count.clamp(min=1)
+    return masks, scores.float(), filled

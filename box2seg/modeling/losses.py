@@ -34,6 +34,7 @@ __all__ = [
     "foreground_loss",
     "filling_rate_loss",
     "background_loss",
+    "projection_loss",
     "boundary_band",
     "sample_affinity_pixels",
     "affinity_loss",
@@ -41,11 +42,13 @@ __all__ = [
     "gather_present",
     "Box2SegLoss",
     "LOSS_TERMS",
+    "PAPER_TERMS",
     "ATTENTION_TERMS",
     "AFFINITY_DETACH",
 ]
 
-LOSS_TERMS = ("gc", "fg", "bg", "fr", "aff")
+LOSS_TERMS = ("gc", "fg", "bg", "fr", "aff", "proj")  # "proj": BoxInst's, beyond the paper
+PAPER_TERMS = ("gc", "fg", "bg", "fr", "aff")  # the method as written
 ATTENTION_TERMS = ("fg", "fr")  # the terms that read the attention branch
 AFFINITY_DETACH = ("none", "segmentation", "embedding")
 
@@ -68,12 +71,19 @@ def grabcut_loss(log_probs: torch.Tensor, labels: torch.Tensor, valid: torch.Ten
 
 
 def foreground_loss(
-    log_probs: torch.Tensor, alpha: torch.Tensor, box_masks: torch.Tensor, classes: torch.Tensor
+    log_probs: torch.Tensor, alpha: torch.Tensor, box_masks: torch.Tensor, classes: torch.Tensor,
+    pull_cap: float = 0.0,
 ) -> torch.Tensor:
     """L_fg = - sum_c (1 / sum_i B(i,c)) sum_i alpha(i,c) B(i,c) log y(i,c), over the K present classes.
 
+    ``pull_cap`` > 0 (beyond the paper; docs/method.md) uses min(-log y, pull_cap): the pull on alpha per box
+    pixel is then at most pull_cap / |B|, so with w_fg * pull_cap < w_fr the filling-rate hinge always wins
+    and alpha cannot abandon an object the y-branch misses (the paper's form, 0, lets -log y grow without
+    bound). Where the cap binds, y gets no gradient from L_fg.
     log_probs (C, H, W); alpha (K, H, W); box_masks (K, H, W) bool; classes (K,) ids 0..L-1."""
     lp = log_probs.index_select(0, classes.long() + 1)
+    if pull_cap > 0:
+        lp = lp.clamp(min=-pull_cap)
     num = _masked_sum(alpha * lp, box_masks, (1, 2))
     area = box_masks.sum((1, 2))
     per_class = torch.where(area > 0, num / area.clamp(min=1), torch.zeros_like(num))
@@ -81,16 +91,40 @@ def foreground_loss(
 
 
 def filling_rate_loss(
-    alpha: torch.Tensor, box_masks: torch.Tensor, filling_rates: torch.Tensor, gamma: float = 0.8
+    alpha: torch.Tensor, box_masks: torch.Tensor, filling_rates: torch.Tensor, gamma: float = 0.8,
+    included: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """L_fr = sum_c max(0, gamma * eta_c - eta'_c), eta'_c = sum_i alpha(i,c) B(i,c) / sum_i B(i,c).
 
     Keeps the attention from collapsing to 0 under L_fg. alpha (K, H, W); box_masks (K, H, W) bool;
-    filling_rates (K,) eta_c from the targets."""
+    filling_rates (K,) eta_c from the targets; ``included`` (K,) bool or None: classes left out of the hinge
+    (chip mode: a class with a box the chip edge cuts, whose filling rate in view is not its object's)."""
     area = box_masks.sum((1, 2))
     eta_att = _masked_sum(alpha, box_masks, (1, 2)) / area.clamp(min=1)
     hinge = F.relu(gamma * filling_rates.to(alpha.dtype) - eta_att)
-    return torch.where(area > 0, hinge, torch.zeros_like(hinge)).sum()
+    keep = area > 0 if included is None else (area > 0) & included
+    return torch.where(keep, hinge, torch.zeros_like(hinge)).sum()
+
+
+def projection_loss(
+    log_probs: torch.Tensor, box_masks: torch.Tensor, classes: torch.Tensor, valid: torch.Tensor
+) -> torch.Tensor:
+    """BoxInst's box-projection term (Tian et al., CVPR 2021; beyond the Box2Seg paper): the predicted mask's
+    maximum along each row and each column must match the box's, L = sum_c dice(max_x y_c, max_x B_c) +
+    dice(max_y y_c, max_y B_c), y_c = y(i, c) over non-ignore pixels. It says "something of class c in every
+    row and column the box spans, nothing outside", which a box states exactly, unlike the GrabCut map.
+    log_probs (C, H, W); box_masks (K, H, W) bool; classes (K,); valid (H, W) bool."""
+    if classes.numel() == 0:
+        return log_probs.sum() * 0.0
+    probs = torch.where(valid, log_probs.index_select(0, classes.long() + 1).exp(), torch.zeros((), device=valid.device))
+    target = box_masks.to(probs.dtype)
+    total = 0.0
+    for dim in (1, 2):  # max over rows, then over columns
+        p, t = probs.amax(dim), target.amax(dim)
+        dice = 1 - 2 * (p * t).sum(1) / ((p * p).sum(1) + (t * t).sum(1)).clamp(min=1e-6)
+        total = total + dice
+    area = box_masks.sum((1, 2))
+    return torch.where(area > 0, total, torch.zeros_like(total)).sum()
 
 
 def background_loss(
@@ -264,7 +298,7 @@ class Box2SegLoss(nn.Module):
     def __init__(
         self,
         *,
-        terms: Iterable[str] = LOSS_TERMS,
+        terms: Iterable[str] = PAPER_TERMS,
         w_gc: float = 1.0,
         w_fg: float = 1.0,
         w_bg: float = 1.0,
@@ -277,6 +311,8 @@ class Box2SegLoss(nn.Module):
         aff_band_width: int = 8,
         aff_detach: str = "none",
         attention_start_iter: int = 0,
+        w_proj: float = 1.0,
+        fg_pull_cap: float = 0.0,
     ):
         super().__init__()
         terms = tuple(terms)
@@ -290,7 +326,8 @@ class Box2SegLoss(nn.Module):
         if aff_num_samples < 2:
             raise ValueError(f"Box2SegLoss: aff_num_samples must be >= 2, got {aff_num_samples}")
         self.terms = tuple(t for t in LOSS_TERMS if t in terms)
-        self.weights = {"gc": w_gc, "fg": w_fg, "bg": w_bg, "fr": w_fr, "aff": w_aff, "aff_pre": w_aff_pre}
+        self.weights = {"gc": w_gc, "fg": w_fg, "bg": w_bg, "fr": w_fr, "aff": w_aff, "aff_pre": w_aff_pre,
+                        "proj": w_proj}
         self.gamma = float(gamma)
         self.aff_num_samples = int(aff_num_samples)
         self.aff_boundary_fraction = float(aff_boundary_fraction)
@@ -299,6 +336,9 @@ class Box2SegLoss(nn.Module):
         if attention_start_iter < 0:
             raise ValueError(f"Box2SegLoss: attention_start_iter must be >= 0, got {attention_start_iter}")
         self.attention_start_iter = int(attention_start_iter)
+        if fg_pull_cap < 0:
+            raise ValueError(f"Box2SegLoss: fg_pull_cap must be >= 0 (0 = the paper's unbounded pull), got {fg_pull_cap}")
+        self.fg_pull_cap = float(fg_pull_cap)
 
     def active_terms(self, iteration: Optional[int] = None) -> Tuple[str, ...]:
         """The enabled terms at a training iteration: L_fg and L_fr only from ``attention_start_iter`` on.
@@ -383,13 +423,15 @@ class Box2SegLoss(nn.Module):
                 add("gc", grabcut_loss(lp, t.labels, t.valid))
             if "bg" in terms:
                 add("bg", background_loss(lp, t.sure_background, t.unlabelled))
+            if "proj" in terms:
+                add("proj", projection_loss(lp, t.box_masks, t.classes, t.valid))
             if needs_alpha:
                 a = alpha[b]
                 self._check("alpha", a, b, t, channels=t.classes.numel())
                 if "fg" in terms:
-                    add("fg", foreground_loss(lp, a, t.box_masks, t.classes))
+                    add("fg", foreground_loss(lp, a, t.box_masks, t.classes, self.fg_pull_cap))
                 if "fr" in terms:
-                    add("fr", filling_rate_loss(a, t.box_masks, t.filling_rates, self.gamma))
+                    add("fr", filling_rate_loss(a, t.box_masks, t.filling_rates, self.gamma, t.filling_rate_included))
             if "aff" in terms:
                 e = embeddings[b]
                 self._check("embeddings", e, b, t, any_size=True)

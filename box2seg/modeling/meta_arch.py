@@ -6,6 +6,12 @@ maps; then all losses train jointly (L_fg and L_fr from ``LOSS.ATTENTION_START_I
 Inference runs the y branch only and returns ``[{"sem_seg": (L+1, H, W) probabilities}]`` for
 SemSegEvaluator, plus ``"box_masks"`` (one mask per input annotation, box-conditioned) when the input carries
 its boxes.
+
+Chip mode (MODEL.BOX2SEG.CHIPS.ENABLED; docs/chips.md) trains on box-centred chips (data/chip_mapper.py),
+which reach this module in the whole-image format, so training is the same code. Inference needs the boxes:
+one chip per box, batched, each chip's foreground probability pasted back into the image and thresholded
+inside its box, never empty (``box_conditioned.never_empty_masks``); ``"box_scores"`` gives each mask's mean
+probability and ``"sem_seg"`` is the masks painted (smaller box wins), one-hot, for SemSegEvaluator.
 """
 import torch
 import torch.nn.functional as F
@@ -17,10 +23,11 @@ from detectron2.structures import ImageList
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
-from .box_conditioned import box_conditioned_masks
+from ..structures import PIXEL_CENTRES, box_areas, box_pixel_masks, chip_regions, crop_chips, paste_chip_probs
+from .box_conditioned import box_conditioned_masks, never_empty_masks
 from .checks import check_box2seg_config
 from .decoders import build_box2seg_decoders
-from .losses import LOSS_TERMS, Box2SegLoss
+from .losses import ATTENTION_TERMS, Box2SegLoss
 from .targets import build_targets, unlabelled_classes
 
 __all__ = ["Box2Seg"]
@@ -53,8 +60,13 @@ class Box2Seg(nn.Module):
         test_scales=(1.0,),
         box_masks_at_test=True,
         box_rule="class",
+        chips=None,
     ):
+        """``chips``: None (whole-image mode) or a dict with size, context, class_agnostic, test_batch,
+        threshold, fallback_fill (MODEL.BOX2SEG.CHIPS)."""
         super().__init__()
+        self.chips = chips
+        self.class_agnostic = bool(chips and chips["class_agnostic"])
         self.backbone = backbone
         self.decoders = decoders
         self.loss = loss
@@ -75,6 +87,16 @@ class Box2Seg(nn.Module):
         check_box2seg_config(cfg)  # before anything is built: a bad value is named now, not after training
         backbone = build_backbone(cfg)
         b = cfg.MODEL.BOX2SEG
+        chips = None
+        head_cfg = cfg
+        if b.CHIPS.ENABLED:
+            chips = {"size": b.CHIPS.SIZE, "context": b.CHIPS.CONTEXT, "class_agnostic": b.CHIPS.CLASS_AGNOSTIC,
+                     "test_batch": b.CHIPS.TEST_BATCH, "threshold": b.CHIPS.THRESHOLD,
+                     "fallback_fill": b.CHIPS.FALLBACK_FILL}
+            if b.CHIPS.CLASS_AGNOSTIC:  # the heads see one foreground class; the outputs keep the dataset's
+                head_cfg = cfg.clone()
+                head_cfg.defrost()
+                head_cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 2
         loss = Box2SegLoss(
             terms=b.LOSS.TERMS,
             w_gc=b.LOSS.GC_WEIGHT,
@@ -89,13 +111,15 @@ class Box2Seg(nn.Module):
             aff_band_width=b.AFFINITY.BOUNDARY_WIDTH,
             aff_detach=b.AFFINITY.DETACH,
             attention_start_iter=b.LOSS.ATTENTION_START_ITER,
+            w_proj=b.LOSS.PROJ_WEIGHT,
+            fg_pull_cap=b.LOSS.FG_PULL_CAP,
         )
         exhaustive = all(
             MetadataCatalog.get(name).get("box_labels_exhaustive", True) for name in cfg.DATASETS.TRAIN
         )
         return {
             "backbone": backbone,
-            "decoders": build_box2seg_decoders(cfg, backbone.output_shape()),
+            "decoders": build_box2seg_decoders(head_cfg, backbone.output_shape()),
             "loss": loss,
             "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES - 1,  # L: the head counts background too
             "ignore_label": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
@@ -108,14 +132,15 @@ class Box2Seg(nn.Module):
             "test_scales": b.TEST.SCALES,
             "box_masks_at_test": b.TEST.BOX_MASKS,
             "box_rule": b.TEST.BOX_RULE,
+            "chips": chips,
         }
 
     @property
     def ddp_find_unused_parameters(self):
         """Read by ``create_ddp_model`` (box2seg.compat): some iterations leave parameters without gradients
         when training has phases (embedding pre-training, a later attention start) or loss terms are off."""
-        all_terms = set(self.loss.terms) == set(LOSS_TERMS)
-        return self.pretrain_iters > 0 or self.loss.attention_start_iter > 0 or not all_terms
+        every_branch = any(t in self.loss.terms for t in ATTENTION_TERMS) and "aff" in self.loss.terms
+        return self.pretrain_iters > 0 or self.loss.attention_start_iter > 0 or not every_branch
 
     @property
     def device(self):
@@ -137,8 +162,14 @@ class Box2Seg(nn.Module):
             [x["grabcut_labels"].to(self.device) for x in batched_inputs], self.size_divisibility, self.ignore_label
         ).tensor
         instances = [x["instances"].to(self.device) for x in batched_inputs]
+        num_classes = self.num_classes
+        gt_classes = [i.gt_classes for i in instances]
+        if self.class_agnostic:  # one foreground class: every box is "object", M's classes all become 1
+            num_classes = 1
+            gt_classes = [torch.zeros_like(c) for c in gt_classes]
+            labels = torch.where((labels != self.ignore_label) & (labels > 0), torch.ones_like(labels), labels)
         unlabelled = None
-        if not self.labels_exhaustive:
+        if not self.labels_exhaustive and not self.class_agnostic:
             unlabelled = [
                 unlabelled_classes(
                     self.num_classes, x.get("verified_classes", ()), inst.gt_classes, device=self.device
@@ -147,12 +178,13 @@ class Box2Seg(nn.Module):
             ]
         targets = build_targets(
             [i.gt_boxes for i in instances],
-            [i.gt_classes for i in instances],
+            gt_classes,
             [i.gt_is_crowd if i.has("gt_is_crowd") else None for i in instances],
             labels,
-            self.num_classes,
+            num_classes,
             self.ignore_label,
             unlabelled,
+            [i.gt_cut if i.has("gt_cut") else None for i in instances],
         )
         size = labels.shape[-2:]
         features = self.backbone(images.tensor)
@@ -203,6 +235,8 @@ class Box2Seg(nn.Module):
         return total / count
 
     def inference(self, batched_inputs, images):
+        if self.chips is not None:
+            return [self._chip_inference(x) for x in batched_inputs]
         probs = self._class_probs(images)
         results = []
         for b, (x, image_size) in enumerate(zip(batched_inputs, images.image_sizes)):
@@ -242,3 +276,58 @@ class Box2Seg(nn.Module):
         masks = torch.zeros((len(boxes), height, width), dtype=torch.bool, device=self.device)
         masks[keep] = box_conditioned_masks(sem_seg, boxes[keep], classes[keep], self.box_rule)
         return masks
+
+    # ------------------------------------------------------------------------------------------ chip mode
+    def _forward_chips(self, image, regions):
+        """Foreground probability (N, S, S) of the chips of ``regions`` cut from one raw (C, H, W) image:
+        1 - y(background), which for one foreground class is y(object); flips averaged with TEST.FLIP."""
+        size, out = self.chips["size"], []
+        for chunk in regions.split(self.chips["test_batch"]):
+            x = (crop_chips(image, chunk, size) - self.pixel_mean) / self.pixel_std
+            total = 0.0
+            for flip in (False, True) if self.test_flip else (False,):
+                xi = x.flip(-1) if flip else x
+                probs = F.softmax(self._upsample(self.decoders.forward_y(self.backbone(xi)), (size, size)).float(), 1)
+                fg = 1 - probs[:, 0]
+                total = total + (fg.flip(-1) if flip else fg)
+            out.append(total / (2 if self.test_flip else 1))
+        return torch.cat(out) if out else image.new_zeros((0, size, size))
+
+    def _chip_inference(self, x):
+        if "instances" not in x:
+            raise ValueError(
+                f"chip mode (MODEL.BOX2SEG.CHIPS.ENABLED) predicts masks for given boxes, and input "
+                f"{x.get('file_name', '')!r} has none: pass the boxes (predict --boxes / a dataset with boxes), or "
+                "use a whole-image config")
+        image = x["image"].to(self.device).float()
+        image_size = tuple(image.shape[-2:])
+        height, width = x.get("height", image_size[0]), x.get("width", image_size[1])
+        inst = x["instances"]
+        boxes = inst.gt_boxes.tensor.to(self.device).float()
+        classes = inst.gt_classes.to(self.device)
+        crowd = inst.gt_is_crowd.to(self.device) if inst.has("gt_is_crowd") else torch.zeros_like(classes, dtype=torch.bool)
+        keep = ~crowd
+        fg = self._forward_chips(image, chip_regions(boxes[keep], self.chips["context"]))
+        scale = boxes.new_tensor([width / image_size[1], height / image_size[0]]).repeat(2)
+        out_boxes = boxes * scale
+        pasted = paste_chip_probs(fg, chip_regions(boxes[keep], self.chips["context"]) * scale, height, width)
+        inside = box_pixel_masks(out_boxes[keep], height, width, PIXEL_CENTRES)
+        kept_masks, kept_scores, filled = never_empty_masks(
+            pasted, inside, self.chips["threshold"], self.chips["fallback_fill"])
+        masks = torch.zeros((len(boxes), height, width), dtype=torch.bool, device=self.device)
+        scores = torch.zeros(len(boxes), dtype=torch.float32, device=self.device)
+        masks[keep], scores[keep] = kept_masks, kept_scores
+        return {"sem_seg": self._painted(masks, out_boxes, classes, height, width), "box_masks": masks,
+                "box_scores": scores, "num_filled_boxes": int(filled.sum())}
+
+    def _painted(self, masks, boxes, classes, height, width):
+        """(L+1, H, W) one-hot map of the per-box masks, the smaller box winning where they overlap."""
+        label = torch.zeros((height, width), dtype=torch.long, device=self.device)
+        if len(masks):
+            rank = torch.empty(len(boxes), dtype=torch.long, device=self.device)
+            rank[torch.sort(box_areas(boxes), stable=True).indices] = torch.arange(len(boxes), device=self.device)
+            key = torch.where(masks, rank[:, None, None], torch.full_like(rank[:, None, None], len(boxes)))
+            best, owner = key.min(dim=0)
+            label = torch.where(best < len(boxes), classes[owner] + 1, label)
+        sem_seg = torch.zeros((self.num_classes + 1, height, width), dtype=torch.float16, device=self.device)
+        return sem_seg.scatter_(0, label[None], 1.0)

@@ -60,6 +60,8 @@ class ImageTargets:
     labels:           (H, W) int64, GrabCut class map M (ignore pixels hold ``ignore_label``).
     unlabelled:       None (exhaustive box labels) or (|U|,) int64 class ids for the Open Images
                       background variant.
+    filling_rate_included: None (all) or (K,) bool, classes the filling-rate hinge reads (chip mode leaves
+                      out a class with a box the chip edge cuts).
     """
 
     classes: torch.Tensor
@@ -70,6 +72,7 @@ class ImageTargets:
     valid: torch.Tensor
     labels: torch.Tensor
     unlabelled: Optional[torch.Tensor] = None
+    filling_rate_included: Optional[torch.Tensor] = None
 
     @property
     def inside_boxes(self) -> torch.Tensor:
@@ -93,6 +96,7 @@ def build_targets(
     num_classes: int,
     ignore_label: int,
     unlabelled: Optional[Sequence[Optional[torch.Tensor]]] = None,
+    gt_cut: Optional[Sequence[Optional[torch.Tensor]]] = None,
 ) -> List[ImageTargets]:
     """Targets for a batch, vectorised over images, boxes and pixels.
 
@@ -108,6 +112,8 @@ def build_targets(
         ignore_label: ignore value of the GrabCut maps (255 or 65535).
         unlabelled: optional per image None or the class ids U of the Open Images background variant
             (see :func:`unlabelled_classes`).
+        gt_cut: optional per image (N_b,) bool or None: boxes cut by a chip edge; a class with one is left
+            out of the filling-rate hinge (``ImageTargets.filling_rate_included``).
     Returns:
         list of Bsz :class:`ImageTargets`. Masks of all images are built in one (sum_b K_b, H, W) pass;
         each image's fields are views into it.
@@ -204,6 +210,12 @@ def build_targets(
     else:
         counts = torch.zeros(0, dtype=torch.long, device=device)
     eta = torch.where(area > 0, counts.double() / area.clamp(min=1).double(), 0.0).float()
+    included = None
+    if gt_cut is not None:
+        cut = torch.cat([torch.zeros(len(c), dtype=torch.bool, device=device) if g is None
+                         else g.to(device).bool().reshape(-1) for g, c in zip(gt_cut, cls_l)])
+        cut_per_group = torch.bincount(box_grp, weights=cut[nc].double(), minlength=groups)
+        included = cut_per_group == 0
 
     per_image = torch.bincount(grp_img, minlength=bsz).tolist() if bsz else []
     out: List[ImageTargets] = []
@@ -227,6 +239,7 @@ def build_targets(
                 valid=valid[b, :h, :w],
                 labels=labels[b, :h, :w],
                 unlabelled=u,
+                filling_rate_included=None if included is None else included[sl],
             )
         )
     return out

@@ -12,6 +12,14 @@ from .boxes import (
     pixel_extents,
     record_boxes,
 )
+from .chips import (
+    boxes_in_chip,
+    chip_regions,
+    crop_chips,
+    flip_boxes_horizontally,
+    paste_chip_probs,
+    sample_label_chip,
+)
 from .masks import crop_to_extent, decode_segmentation, encode_rle, paste_in_image, segmentation_to_rle
 
 __all__ = [
@@ -30,4 +38,10 @@ __all__ = [
     "decode_segmentation",
     "crop_to_extent",
     "paste_in_image",
+    "chip_regions",
+    "boxes_in_chip",
+    "crop_chips",
+    "paste_chip_probs",
+    "sample_label_chip",
+    "flip_boxes_horizontally",
 ]

@@ -1,0 +1,122 @@
+"""Chip mode: training batches from the chip mapper, box-conditioned inference with one chip per box
+(batched, pasted back, never empty), images without boxes, and the error for inputs without boxes."""
+import os
+
+import box2seg  # noqa: F401
+import numpy as np
+import pytest
+import torch
+from detectron2.data import DatasetCatalog
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+from box2seg.data.chip_mapper import ChipDatasetMapper, chip_items
+from box2seg.data.datasets.common import unregister
+from box2seg.data.grabcut import GrabCutSettings, attach_grabcut_files
+from box2seg.data.grabcut_job import prepare_dataset
+from box2seg.engine import setup_cfg
+from box2seg.modeling.box_conditioned import never_empty_masks
+from box2seg.structures import PIXEL_CENTRES, box_pixel_masks
+
+TINY = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                    "configs", "tests", "box2seg_tiny.yaml")
+CHIPS = ["MODEL.BOX2SEG.CHIPS.ENABLED", "True", "MODEL.BOX2SEG.CHIPS.SIZE", "64", "INPUT.MIN_SIZE_TEST", "0",
+         "MODEL.BOX2SEG.LOSS.TERMS", '["gc", "fg", "bg", "fr", "aff", "proj"]']
+
+
+@pytest.fixture
+def chip_cfg(tiny_coco):
+    json_path, image_root = tiny_coco
+    name = "chip_tiny"
+    cfg = setup_cfg(TINY, CHIPS + ["DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", f"('{name}',)",
+                                   "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "0"],
+                    [f"{name}={json_path}:{image_root}"])
+    yield cfg
+    unregister(name)
+
+
+def _records(cfg):
+    name = cfg.DATASETS.TRAIN[0]
+    records = DatasetCatalog.get(name)
+    settings = GrabCutSettings.from_config(cfg)
+    prepare_dataset(name, records, settings, workers=0)
+    attach_grabcut_files(name, records, settings)
+    return records
+
+
+def test_never_empty_fills_empty_boxes_with_their_most_probable_pixels():
+    inside = box_pixel_masks(torch.tensor([[0.0, 0.0, 4.0, 4.0], [4.0, 0.0, 8.0, 4.0], [0.0, 0.0, 0.0, 0.0]]),
+                             4, 8, PIXEL_CENTRES)
+    probs = torch.zeros((3, 4, 8))
+    probs[0, :2] = 0.9  # above the threshold: kept as it is
+    probs[1] = torch.arange(32, dtype=torch.float32).reshape(4, 8) / 100  # all below 0.5
+    masks, scores, filled = never_empty_masks(probs, inside, 0.5, 0.25)
+    assert filled.tolist() == [False, True, False]
+    assert masks[0].sum() == 8 and (masks[0] == (probs[0] > 0.5) & inside[0]).all()
+    assert masks[1].sum() == 4 and masks[1][3, 4:].all()  # the 4 most probable of its 16 pixels
+    assert not masks[2].any() and scores[2] == 0  # a box without pixels stays empty
+    assert scores[0] == pytest.approx(0.9)
+
+
+def test_chip_mapper_centres_the_box_and_marks_outside_the_image_ignore(chip_cfg):
+    records = _records(chip_cfg)
+    items = chip_items(records)
+    assert len(items) == sum(len(r["annotations"]) for r in records)
+    mapper = ChipDatasetMapper(chip_cfg, records)
+    mapper.scale_jitter = mapper.shift_jitter = 0.0
+    mapper.flip = False
+    for item in items[:4]:
+        out = mapper(item)
+        assert out["image"].shape == (3, 64, 64) and out["grabcut_labels"].shape == (64, 64)
+        box = out["instances"].gt_boxes.tensor
+        centre = box[:, :2].add(box[:, 2:]).div(2)
+        # The chip's own box is the one centred with its longer side at 64 / 1.5 px.
+        sides = (box[:, 2:] - box[:, :2]).max(1).values
+        own = ((centre - 32).abs().max(1).values < 1e-3) & ((sides - 64 / 1.5).abs() < 1e-3)
+        assert own.any()
+        region = out["chip_region"]
+        x_outside = (region[0] + (torch.arange(64) + 0.5) * (region[2] - region[0]) / 64 < 0)
+        if x_outside.any():
+            assert (out["grabcut_labels"][:, x_outside] == 255).all()
+
+
+def test_chip_training_step_and_inference(chip_cfg):
+    records = _records(chip_cfg)
+    mapper = ChipDatasetMapper(chip_cfg, records)
+    batch = [mapper(item) for item in chip_items(records)[:3]]
+    torch.manual_seed(0)
+    model = build_model(chip_cfg)
+    assert model.decoders.y_head.predictor[-1].out_channels == 2  # class-agnostic: object vs background
+    with EventStorage(5):
+        losses = model(batch)
+    assert set(losses) == {"loss_gc", "loss_fg", "loss_bg", "loss_fr", "loss_aff", "loss_proj"}
+    sum(losses.values()).backward()
+
+    model.eval()
+    size = 64
+    inst = Instances((size, size))
+    inst.gt_boxes = Boxes(torch.tensor([[4.0, 6.0, 40.0, 50.0], [20.0, 10.0, 60.0, 30.0], [0.0, 0.0, 2.0, 1.0]]))
+    inst.gt_classes = torch.tensor([0, 2, 1])
+    inst.gt_is_crowd = torch.tensor([False, True, False])
+    image = torch.randint(0, 255, (3, size, size), dtype=torch.uint8)
+    with torch.no_grad():
+        (out,) = model([{"image": image, "instances": inst, "height": 2 * size, "width": 2 * size}])
+    masks = out["box_masks"]
+    assert masks.shape == (3, 128, 128)
+    inside = box_pixel_masks(inst.gt_boxes.tensor * 2, 128, 128, PIXEL_CENTRES)
+    assert not (masks & ~inside).any()
+    assert masks[0].any() and masks[2].any() and not masks[1].any()  # never empty; crowd boxes get none
+    assert out["sem_seg"].shape == (chip_cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, 128, 128)
+    painted = out["sem_seg"].argmax(0)
+    assert ((painted == 1) == masks[0] & ~masks[2]).all() and ((painted == 2) == masks[2]).all()  # smaller wins
+    assert ((out["box_scores"] > 0) == torch.tensor([True, False, True])).all()
+
+    empty = Instances((size, size))
+    empty.gt_boxes = Boxes(torch.zeros((0, 4)))
+    empty.gt_classes = torch.zeros(0, dtype=torch.long)
+    with torch.no_grad():
+        (out,) = model([{"image": image, "instances": empty}])
+    assert out["box_masks"].shape == (0, size, size) and (out["sem_seg"].argmax(0) == 0).all()
+    with pytest.raises(ValueError, match="chip mode"):
+        model([{"image": image, "file_name": "x.jpg"}])
