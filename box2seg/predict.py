@@ -35,10 +35,11 @@ logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def setup_predict_cfg(config_file, opts=(), coco_datasets=()):
+def setup_predict_cfg(config_file, opts=(), coco_datasets=(), openimages_datasets=()):
     """A frozen Box2Seg config for inference, its COCO-format datasets registered (for their class names);
     falls back to the CPU (with a warning) without a GPU."""
-    cfg = setup_cfg(config_file, opts or (), coco_datasets=coco_datasets, freeze=False)
+    cfg = setup_cfg(config_file, opts or (), coco_datasets=coco_datasets, openimages_datasets=openimages_datasets,
+                    freeze=False)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         logger.warning(f"MODEL.DEVICE={cfg.MODEL.DEVICE} but no GPU is available: running on the CPU")
         cfg.MODEL.DEVICE = "cpu"

@@ -7,6 +7,7 @@ from dataclasses import asdict
 
 from detectron2.data import DatasetCatalog
 
+from ..data.datasets import UnknownDatasetError, unknown_dataset_message
 from ..data.grabcut import GrabCutSettings
 from ..data.grabcut_job import prepare_dataset
 from ..engine import setup_cfg
@@ -71,8 +72,7 @@ def main(args):
     failed = 0
     for name in args.dataset:
         if name not in DatasetCatalog.list():
-            raise SystemExit(f"prepare-grabcut: dataset {name!r} is not registered (register your own COCO-format "
-                             "dataset with --coco-dataset NAME=JSON:IMAGE_ROOT)")
+            raise UnknownDatasetError(unknown_dataset_message(name))
         result = prepare_dataset(name, settings=settings, workers=args.workers, force=args.force,
                                  skip_bad_images=args.skip_bad_images, progress=not args.no_progress)
         failed += len(result["bad_images"])

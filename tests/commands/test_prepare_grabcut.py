@@ -103,8 +103,9 @@ def test_flags_override_the_config(tmp_path, fresh_cache, run, capsys):
     assert line.startswith("prepare-grabcut flags_tiny: 2 images computed, 0 reused")
     summary = json.loads((Path(line.rsplit("-> ", 1)[1]) / "summary.json").read_text())
     assert summary["settings"]["iterations"] == 1 and summary["settings"]["min_margin"] == 8
-    with pytest.raises(SystemExit, match="'nowhere' is not registered"):
-        run("prepare-grabcut", "--dataset", "nowhere", "--workers", "1")
+    assert run("prepare-grabcut", "--dataset", "nowhere", "--workers", "1") == 2
+    err = capsys.readouterr().err
+    assert "'nowhere' is not registered" in err and "--coco-dataset" in err
 
 
 def test_killed_worker_does_not_hang_and_rerun_is_byte_identical(tmp_path, monkeypatch):
