@@ -29,7 +29,7 @@ from ..data.mapper import Box2SegDatasetMapper
 from ..engine import check_num_classes, load_weights
 from .folder import (HEADER_FILE, OUTPUT_FILE, ExportError, dumps, fingerprint_diff, read_json, remove_stale_temps,
                      shard_lock, shard_name)
-from .masks import GrabCutMaps, image_part, record_masks, sum_stats
+from .masks import GrabCutMaps, image_part, record_masks, record_scores, sum_stats
 from .merge import SHARD_FORMAT, merge_shards
 from .source import Source
 
@@ -202,7 +202,8 @@ def export_dataset(cfg, dataset_name, output, shard=(0, 1), force=False, progres
                     (out,) = model(inputs)
                     labels = out["sem_seg"].argmax(0).to("cpu").numpy().astype(label_dtype)
                     masks = record_masks(record, inp, out, cfg.MODEL.BOX2SEG.TEST.BOX_RULE)
-                    annotations, stats = image_part(i, record, masks, source, grabcut_maps)
+                    annotations, stats = image_part(i, record, masks, source, grabcut_maps,
+                                                    record_scores(record, inp, out))
                     ok, png = cv2.imencode(".png", labels)
                     if not ok:
                         raise RuntimeError(f"cannot encode the label PNG of image {record['file_name']}")

@@ -14,7 +14,7 @@ from ..modeling.box_conditioned import annotation_box_masks
 from ..structures import PIXELS_TOUCHED, encode_rle, pixel_extents, record_boxes
 from .folder import ExportError
 
-__all__ = ["MASK_SOURCES", "fill_empty_masks", "record_masks", "image_part", "sum_stats", "GrabCutMaps"]
+__all__ = ["MASK_SOURCES", "fill_empty_masks", "record_masks", "record_scores", "image_part", "sum_stats", "GrabCutMaps"]
 
 MASK_SOURCES = ("box2seg", "grabcut", "ellipse")
 
@@ -52,23 +52,36 @@ def fill_empty_masks(masks, boxes, crowd, instance_map_fn):
     return masks, sources
 
 
+def _lines_up(record, inp, out):
+    masks = out.get("box_masks")
+    return masks is not None and len(masks) == len(record.get("annotations", [])) and not inp.get("num_dropped_boxes", 0)
+
+
 def record_masks(record, inp, out, rule="class"):
     """The model's box masks when they line up with the record's annotations; otherwise (the test mapper
     dropped a sub-pixel box, or MODEL.BOX2SEG.TEST.BOX_MASKS is off) the same rule on the record's boxes."""
-    anns = record.get("annotations", [])
-    masks = out.get("box_masks")
-    if masks is not None and len(masks) == len(anns) and not inp.get("num_dropped_boxes", 0):
-        return masks.to("cpu").numpy()
-    return annotation_box_masks(out["sem_seg"], anns, rule).numpy()
+    if _lines_up(record, inp, out):
+        return out["box_masks"].to("cpu").numpy()
+    return annotation_box_masks(out["sem_seg"], record.get("annotations", []), rule).numpy()
 
 
-def image_part(record_index, record, box_masks, source, grabcut_maps):
+def record_scores(record, inp, out):
+    """(N,) confidence of each annotation's mask (chip mode's ``box_scores``: the mask's mean probability), or
+    None when the model gives none."""
+    scores = out.get("box_scores")
+    if scores is None or not _lines_up(record, inp, out):
+        return None
+    return scores.to("cpu").numpy()
+
+
+def image_part(record_index, record, box_masks, source, grabcut_maps, scores=None):
     """One image's exported annotations ``[sort key, dict]`` (sorted by source order) and its counts.
 
     Args:
         box_masks: (N, H, W) bool, one per annotation of ``record`` (:func:`record_masks`).
         source: the :class:`~box2seg.export.source.Source` of the dataset.
         grabcut_maps: record -> GrabCut instance map (:class:`GrabCutMaps`), read only for empty masks.
+        scores: None or (N,) mask confidences (:func:`record_scores`), written as each annotation's "score".
     """
     anns = record.get("annotations", [])
     height, width = record["height"], record["width"]
@@ -84,6 +97,8 @@ def image_part(record_index, record, box_masks, source, grabcut_maps):
             items.append(source.annotation(record_index, record, k))
         else:
             items.append(source.annotation(record_index, record, k, rles[k], areas[k], MASK_SOURCES[sources[k]]))
+            if scores is not None:
+                items[-1][1]["score"] = round(float(scores[k]), 4)
     items.sort(key=lambda item: item[0])
     stats = {"boxes": int(len(normal)), "crowd": int(crowd.sum())}
     stats.update({name: int((sources == i).sum()) for i, name in enumerate(MASK_SOURCES)})

@@ -11,6 +11,7 @@ from box2seg.data.datasets.common import unregister
 from box2seg.data.grabcut import GrabCutSettings
 from box2seg.data.grabcut_job import prepare_dataset
 from box2seg.export import ExportError, export_dataset, fill_empty_masks
+from box2seg.export.masks import image_part, record_scores
 
 
 def test_fill_empty_masks_grabcut_then_ellipse():
@@ -55,3 +56,24 @@ def test_empty_masks_fall_back_to_grabcut_computed_on_demand(tmp_path, weights, 
     sources = [a.get("mask_source") for a in pred["annotations"] if not a["iscrowd"]]
     assert sources.count("grabcut") == summary["grabcut"]
     assert all(a["area"] > 0 for a in pred["annotations"] if not a["iscrowd"])
+
+
+class _Source:
+    """The part of export.source.Source that image_part calls."""
+
+    def annotation(self, record_index, record, k, rle=None, area=0, source_kind=None):
+        return k, {"id": k, "segmentation": rle, "area": int(area), "mask_source": source_kind}
+
+
+def test_image_part_writes_each_masks_score_when_the_model_gives_one():
+    record = {"height": 8, "width": 8, "annotations": [
+        {"bbox": [0, 0, 4, 4], "bbox_mode": 0, "category_id": 0}, {"bbox": [4, 4, 8, 8], "bbox_mode": 0, "category_id": 0}]}
+    masks = np.zeros((2, 8, 8), bool)
+    masks[0, :4, :4] = masks[1, 4:, 4:] = True
+    out = {"box_masks": torch.from_numpy(masks), "box_scores": torch.tensor([0.91234, 0.5])}
+    scores = record_scores(record, {}, out)
+    items, _ = image_part(0, record, masks, _Source(), lambda r: pytest.fail("no fallback needed"), scores)
+    assert [ann["score"] for _, ann in items] == [0.9123, 0.5]
+    assert record_scores(record, {}, {"box_masks": out["box_masks"]}) is None  # whole-image mode: none
+    items, _ = image_part(0, record, masks, _Source(), lambda r: None)
+    assert all("score" not in ann for _, ann in items)
