@@ -22,6 +22,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.data.detection_utils import read_image
 from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
 from tqdm import tqdm
 
 from .engine import load_weights, setup_cfg
@@ -140,12 +141,31 @@ class Box2SegPredictor:
             argmax, and "box_masks": (N, H, W) bool when boxes are given}, CPU tensors.
         """
         image = self.read(image)
-        probs = self.model([self._inputs(image)])[0]["sem_seg"].float().cpu()
+        inputs = self._inputs(image)
+        if self.cfg.MODEL.BOX2SEG.CHIPS.ENABLED:
+            return self._chip_call(inputs, boxes, classes)
+        probs = self.model([inputs])[0]["sem_seg"].float().cpu()
         result = {"sem_seg": probs, "labels": probs.argmax(dim=0)}
         if boxes is not None:
             boxes, classes = self._check_boxes(boxes, classes)
             result["box_masks"] = box_conditioned_masks(probs, boxes, classes, self.cfg.MODEL.BOX2SEG.TEST.BOX_RULE)
         return result
+
+    def _chip_call(self, inputs, boxes, classes):
+        """Chip mode: the model's own per-box masks (one chip per box); the semantic output is those masks
+        painted, one-hot. Boxes are required."""
+        if boxes is None:
+            raise ValueError("this config is in chip mode (MODEL.BOX2SEG.CHIPS.ENABLED): it predicts masks for "
+                             "given boxes, so pass boxes (predict --boxes FILE) or use a whole-image config")
+        boxes, classes = self._check_boxes(boxes, classes)
+        scale = inputs["image"].shape[-1] / inputs["width"], inputs["image"].shape[-2] / inputs["height"]
+        instances = Instances(tuple(inputs["image"].shape[-2:]))
+        instances.gt_boxes = Boxes(boxes * torch.tensor([scale[0], scale[1], scale[0], scale[1]]))
+        instances.gt_classes = classes
+        out = self.model([dict(inputs, instances=instances)])[0]
+        sem_seg = out["sem_seg"].float().cpu()
+        return {"sem_seg": sem_seg, "labels": sem_seg.argmax(dim=0), "box_masks": out["box_masks"].cpu(),
+                "box_scores": out["box_scores"].cpu()}
 
     @torch.no_grad()
     def attention(self, image, classes=None):

@@ -91,3 +91,21 @@ def test_predict_images_writes_labels_and_overlays(tmp_path, weights):
 def test_output_names_disambiguate_same_stem():
     names = predict.output_names(["x/img.png", "y/img.jpg", "z/other.png"])
     assert names[2] == "other" and names[0] != names[1] and all(n.startswith("img-") for n in names[:2])
+
+
+CHIP_OPTS = ["MODEL.BOX2SEG.CHIPS.ENABLED", "True", "MODEL.BOX2SEG.CHIPS.SIZE", "64", "INPUT.MIN_SIZE_TEST", "0"]
+
+
+def test_predictor_in_chip_mode_needs_boxes_and_returns_the_models_masks(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(setup_cfg(TINY_CFG, CHIP_OPTS))
+    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("chips")
+    predictor = predict.Box2SegPredictor(predict.setup_predict_cfg(
+        TINY_CFG, CHIP_OPTS + ["MODEL.WEIGHTS", str(tmp_path / "chips.pth")]))
+    image = np.random.default_rng(1).integers(0, 255, (50, 70, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match="chip mode"):
+        predictor(image)
+    out = predictor(image, boxes=[[5, 5, 30, 40], [20, 10, 69, 49]], classes=[0, 2])
+    assert out["box_masks"].shape == (2, 50, 70) and out["box_masks"].flatten(1).any(1).all()  # never empty
+    assert not out["box_masks"][0, :, 31:].any()
+    assert out["sem_seg"].shape == (NUM_CLASSES + 1, 50, 70) and out["box_scores"].shape == (2,)
