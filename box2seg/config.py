@@ -138,6 +138,10 @@ def add_box2seg_config(cfg):
     # One foreground class: the head says object vs background, the box gives the class (many classes and
     # few images: COCO's 80 from a few hundred photos). NUM_CLASSES stays the dataset's (for the outputs).
     _C.MODEL.BOX2SEG.CHIPS.CLASS_AGNOSTIC = True
+    # How the network knows where the box is, beyond its fixed place in the chip: the background logit minus
+    # a learnt scale (initially PRIOR_SCALE) times the own box's ellipse prior 1 - r^2 (docs/chips.md).
+    _C.MODEL.BOX2SEG.CHIPS.ELLIPSE_PRIOR = True
+    _C.MODEL.BOX2SEG.CHIPS.PRIOR_SCALE = 2.0
     # Chips per forward pass at inference.
     _C.MODEL.BOX2SEG.CHIPS.TEST_BATCH = 32
     # A pixel inside its box is foreground when its probability exceeds this ...

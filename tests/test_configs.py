@@ -44,7 +44,8 @@ def tiny_batch(num_classes, size=64, seed=0):
         labels[12:26, 24:56] = num_classes - 1
         labels[:, -3:] = 255
         batch.append({"image": torch.randint(0, 255, (3, size, size), generator=g, dtype=torch.uint8),
-                      "instances": inst, "grabcut_labels": labels, "height": size, "width": size})
+                      "instances": inst, "grabcut_labels": labels, "height": size, "width": size,
+                      "chip_box": torch.tensor([4.0, 6.0, 40.0, 50.0])})  # read in chip mode only
     return batch
 
 

@@ -40,7 +40,8 @@ class ChipDatasetMapper(Box2SegDatasetMapper):
 
     Output keys: ``image`` (uint8 3 x size x size), ``grabcut_labels`` (int64, ignore outside the image),
     ``instances`` (gt_boxes in chip pixels, gt_classes, gt_is_crowd, gt_cut), ``height`` = ``width`` = size,
-    ``file_name``, ``image_id``, ``chip_region`` (the region in image pixels, XYXY).
+    ``file_name``, ``image_id``, ``chip_region`` (the region in image pixels, XYXY), ``chip_box`` (the chip's own
+    box in chip pixels, after the flip).
     """
 
     @configurable
@@ -84,6 +85,7 @@ class ChipDatasetMapper(Box2SegDatasetMapper):
         chip = crop_chips(pixels, region[None], self.size)[0].round().clamp(0, 255).to(torch.uint8)
         chip_labels = sample_label_chip(labels, region, self.size, self.ignore_label).astype(np.int64)
         chip_boxes, index, cut = boxes_in_chip(boxes, region, self.size)
+        own = int(np.flatnonzero(index == annotation_index)[0])  # the chip's own box is always in view
         if self.flip and np.random.rand() < 0.5:
             chip = chip.flip(-1)
             chip_labels = chip_labels[:, ::-1]
@@ -103,6 +105,7 @@ class ChipDatasetMapper(Box2SegDatasetMapper):
             "grabcut_labels": torch.from_numpy(np.ascontiguousarray(chip_labels)),
             "instances": instances,
             "chip_region": torch.as_tensor(region, dtype=torch.float32),
+            "chip_box": torch.as_tensor(chip_boxes[own], dtype=torch.float32),
         }
         if "verified_classes" in record:
             out["verified_classes"] = torch.as_tensor(record["verified_classes"], dtype=torch.int64)

@@ -23,7 +23,8 @@ from detectron2.structures import ImageList
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
-from ..structures import PIXEL_CENTRES, box_areas, box_pixel_masks, chip_regions, crop_chips, paste_chip_probs
+from ..structures import (PIXEL_CENTRES, box_areas, box_pixel_masks, boxes_in_own_chips, chip_regions, crop_chips,
+                          ellipse_prior, paste_chip_probs)
 from .box_conditioned import box_conditioned_masks, never_empty_masks
 from .checks import check_box2seg_config
 from .decoders import build_box2seg_decoders
@@ -67,6 +68,8 @@ class Box2Seg(nn.Module):
         super().__init__()
         self.chips = chips
         self.class_agnostic = bool(chips and chips["class_agnostic"])
+        # Chip mode's ellipse-prior offset: background logit - scale * ellipse_prior(own box), scale learnt.
+        self.prior_scale = nn.Parameter(torch.tensor(float(chips["prior_scale"]))) if chips and chips["ellipse_prior"] else None
         self.backbone = backbone
         self.decoders = decoders
         self.loss = loss
@@ -92,7 +95,8 @@ class Box2Seg(nn.Module):
         if b.CHIPS.ENABLED:
             chips = {"size": b.CHIPS.SIZE, "context": b.CHIPS.CONTEXT, "class_agnostic": b.CHIPS.CLASS_AGNOSTIC,
                      "test_batch": b.CHIPS.TEST_BATCH, "threshold": b.CHIPS.THRESHOLD,
-                     "fallback_fill": b.CHIPS.FALLBACK_FILL}
+                     "fallback_fill": b.CHIPS.FALLBACK_FILL, "ellipse_prior": b.CHIPS.ELLIPSE_PRIOR,
+                     "prior_scale": b.CHIPS.PRIOR_SCALE}
             if b.CHIPS.CLASS_AGNOSTIC:  # the heads see one foreground class; the outputs keep the dataset's
                 head_cfg = cfg.clone()
                 head_cfg.defrost()
@@ -196,7 +200,10 @@ class Box2Seg(nn.Module):
         iteration = _current_iteration()
         out = self.decoders.forward_branches(features, self.loss.branches(iteration))
         y, alpha, beta = out["y"], out.get("alpha"), out.get("beta")
-        log_probs = F.log_softmax(self._upsample(y, size).float(), dim=1)
+        logits = self._upsample(y, size).float()
+        if self.prior_scale is not None:
+            logits = self._with_prior(logits, torch.stack([x["chip_box"] for x in batched_inputs]).to(self.device))
+        log_probs = F.log_softmax(logits, dim=1)
         if alpha is not None:
             # Only the present classes' channels go to full resolution (Open Images has 601).
             alpha = [self._present_attention(a, t.classes, size) for a, t in zip(alpha.unbind(0), targets)]
@@ -278,16 +285,26 @@ class Box2Seg(nn.Module):
         return masks
 
     # ------------------------------------------------------------------------------------------ chip mode
-    def _forward_chips(self, image, regions):
+    def _with_prior(self, logits, chip_boxes):
+        """Chip logits (N, C, S, S) with the ellipse prior of each chip's own box taken off the background."""
+        prior = ellipse_prior(chip_boxes, logits.shape[-1])
+        return torch.cat([logits[:, :1] - self.prior_scale * prior[:, None], logits[:, 1:]], dim=1)
+
+    def _forward_chips(self, image, regions, boxes):
         """Foreground probability (N, S, S) of the chips of ``regions`` cut from one raw (C, H, W) image:
         1 - y(background), which for one foreground class is y(object); flips averaged with TEST.FLIP."""
         size, out = self.chips["size"], []
-        for chunk in regions.split(self.chips["test_batch"]):
+        chip_boxes = boxes_in_own_chips(boxes, regions, size)
+        for chunk, own in zip(regions.split(self.chips["test_batch"]), chip_boxes.split(self.chips["test_batch"])):
             x = (crop_chips(image, chunk, size) - self.pixel_mean) / self.pixel_std
             total = 0.0
             for flip in (False, True) if self.test_flip else (False,):
                 xi = x.flip(-1) if flip else x
-                probs = F.softmax(self._upsample(self.decoders.forward_y(self.backbone(xi)), (size, size)).float(), 1)
+                logits = self._upsample(self.decoders.forward_y(self.backbone(xi)), (size, size)).float()
+                if self.prior_scale is not None:
+                    logits = self._with_prior(logits.flip(-1) if flip else logits, own)
+                    logits = logits.flip(-1) if flip else logits
+                probs = F.softmax(logits, 1)
                 fg = 1 - probs[:, 0]
                 total = total + (fg.flip(-1) if flip else fg)
             out.append(total / (2 if self.test_flip else 1))
@@ -307,7 +324,7 @@ class Box2Seg(nn.Module):
         classes = inst.gt_classes.to(self.device)
         crowd = inst.gt_is_crowd.to(self.device) if inst.has("gt_is_crowd") else torch.zeros_like(classes, dtype=torch.bool)
         keep = ~crowd
-        fg = self._forward_chips(image, chip_regions(boxes[keep], self.chips["context"]))
+        fg = self._forward_chips(image, chip_regions(boxes[keep], self.chips["context"]), boxes[keep])
         scale = boxes.new_tensor([width / image_size[1], height / image_size[0]]).repeat(2)
         out_boxes = boxes * scale
         pasted = paste_chip_probs(fg, chip_regions(boxes[keep], self.chips["context"]) * scale, height, width)

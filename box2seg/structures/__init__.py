@@ -14,8 +14,10 @@ from .boxes import (
 )
 from .chips import (
     boxes_in_chip,
+    boxes_in_own_chips,
     chip_regions,
     crop_chips,
+    ellipse_prior,
     flip_boxes_horizontally,
     paste_chip_probs,
     sample_label_chip,
@@ -44,4 +46,6 @@ __all__ = [
     "paste_chip_probs",
     "sample_label_chip",
     "flip_boxes_horizontally",
+    "boxes_in_own_chips",
+    "ellipse_prior",
 ]

@@ -17,7 +17,7 @@ from detectron2.layers import paste_masks_in_image
 from torchvision.ops import roi_align
 
 __all__ = ["chip_regions", "boxes_in_chip", "crop_chips", "paste_chip_probs", "sample_label_chip",
-           "flip_boxes_horizontally"]
+           "flip_boxes_horizontally", "boxes_in_own_chips", "ellipse_prior"]
 
 
 def chip_regions(boxes, context, scale_jitter=0.0, shift_jitter=0.0, rng=None):
@@ -104,3 +104,22 @@ def paste_chip_probs(chip_probs, regions, height, width):
     :func:`crop_chips`); 0 outside the region."""
     regions = torch.as_tensor(regions, dtype=torch.float32, device=chip_probs.device).reshape(-1, 4)
     return paste_masks_in_image(chip_probs.float(), regions, (int(height), int(width)), threshold=-1)
+
+
+def boxes_in_own_chips(boxes, regions, size):
+    """(N, 4) each box in the frame of its own chip (``regions[i]`` is box i's region); torch or numpy."""
+    scale = size / (regions[:, 2:3] - regions[:, 0:1])
+    origin = regions[:, [0, 1, 0, 1]]
+    return (boxes - origin) * scale
+
+
+def ellipse_prior(chip_boxes, size):
+    """(N, size, size) map per chip: 1 - r^2 clipped to [-1, 1], r the ellipse radius of the chip's own box
+    (r = 1 on the inscribed ellipse), at the chip pixel centres. Chip mode's ellipse-prior offset: the
+    model starts from the ellipse baseline and learns where the object departs from it."""
+    b = chip_boxes.float().reshape(-1, 4)[:, :, None, None]
+    c = torch.arange(size, dtype=torch.float32, device=b.device) + 0.5
+    cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+    rx, ry = ((b[:, 2] - b[:, 0]) / 2).clamp(min=0.5), ((b[:, 3] - b[:, 1]) / 2).clamp(min=0.5)
+    r2 = ((c[None, None, :] - cx) / rx) ** 2 + ((c[None, :, None] - cy) / ry) ** 2
+    return (1 - r2).clamp(-1, 1)

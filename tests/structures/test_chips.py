@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from box2seg.structures import (PIXEL_CENTRES, box_pixel_masks, boxes_in_chip, chip_regions, crop_chips,
-                                flip_boxes_horizontally, paste_chip_probs, sample_label_chip)
+from box2seg.structures import (PIXEL_CENTRES, box_pixel_masks, boxes_in_chip, boxes_in_own_chips, chip_regions,
+                                crop_chips, ellipse_prior, flip_boxes_horizontally, paste_chip_probs,
+                                sample_label_chip)
 
 SIZE, CONTEXT = 128, 0.25
 
@@ -83,3 +84,15 @@ def test_label_chip_is_nearest_and_fill_outside_the_image():
 
 def test_flip_mirrors_boxes():
     assert flip_boxes_horizontally([[10, 0, 30, 5]], 128).tolist() == [[98, 0, 118, 5]]
+
+
+def test_ellipse_prior_is_one_at_the_centre_and_zero_on_the_ellipse():
+    boxes = torch.tensor([[10.0, 20.0, 50.0, 40.0]])
+    regions = chip_regions(boxes, CONTEXT)
+    own = boxes_in_own_chips(boxes, regions, SIZE)
+    assert torch.allclose(own[0, 2] - own[0, 0], torch.tensor(SIZE / 1.5))
+    prior = ellipse_prior(own, SIZE)[0]
+    cx, cy = ((own[0, 0] + own[0, 2]) / 2).item(), ((own[0, 1] + own[0, 3]) / 2).item()
+    assert prior[int(cy), int(cx)] > 0.99
+    assert 0 < prior[int(cy), int(own[0, 2].item()) - 1] < 0.1  # the last pixel centre inside the right end
+    assert prior[0, 0] == -1
