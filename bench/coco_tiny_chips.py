@@ -75,6 +75,8 @@ def main():
     parser.add_argument("--iters", type=int, default=None, help="SOLVER.MAX_ITER (default: the config's)")
     parser.add_argument("--jobs", type=int, default=1, help="training processes side by side")
     parser.add_argument("--skip-inductive", action="store_true")
+    parser.add_argument("--skip-transductive", action="store_true",
+                        help="only the inductive runs (e.g. in a second process beside a transductive one)")
     parser.add_argument("--variant", nargs="+", action="append", default=[], metavar="NAME KEY VALUE",
                         help="an ablation run: its name, then config overrides (repeatable)")
     parser.add_argument("--json-out", default=os.path.join(REPO, "bench", "results", "coco_tiny.json"))
@@ -88,17 +90,22 @@ def main():
     prepare_caches(first, ["coco_tiny_all", "coco_tiny_train", "coco_tiny_val"], grabcut=True)
     grabcut_minutes = (time.time() - start) / 60
 
-    transductive = {f"seed{s}": run_cfg(args, "all", s, f"transductive_seed{s}") for s in args.seeds}
-    for v in args.variant:
-        transductive[v[0]] = run_cfg(args, "all", args.seeds[0], f"variant_{v[0]}", v[1:])
-    results, seconds = engine.train_and_score(transductive, jobs=args.jobs)
+    transductive = {}
+    if not args.skip_transductive:
+        transductive = {f"seed{s}": run_cfg(args, "all", s, f"transductive_seed{s}") for s in args.seeds}
+        for v in args.variant:
+            transductive[v[0]] = run_cfg(args, "all", args.seeds[0], f"variant_{v[0]}", v[1:])
+        results, seconds = engine.train_and_score(transductive, jobs=args.jobs)
     inductive = {}
     if not args.skip_inductive:
         inductive = {f"seed{s}": run_cfg(args, "train", s, f"inductive_seed{s}") for s in args.seeds}
-        results_ind, seconds_ind = engine.train_and_score(inductive, jobs=args.jobs, baselines=False)
+        results_ind, seconds_ind = engine.train_and_score(inductive, jobs=args.jobs, baselines=bool(not transductive))
+    if not transductive:  # inductive only: the baselines come with its results
+        results, seconds, transductive = results_ind, seconds_ind, inductive
     any_run = results[next(iter(transductive))]
     methods = {key: summary(any_run[row]) for key, row in BASELINE_KEYS.items()}
-    methods["box2seg"] = mean_of_seeds([summary(results[f"seed{s}"][MODEL_ROW]) for s in args.seeds])
+    if not args.skip_transductive:
+        methods["box2seg"] = mean_of_seeds([summary(results[f"seed{s}"][MODEL_ROW]) for s in args.seeds])
     if inductive:
         methods["box2seg_inductive"] = mean_of_seeds([summary(results_ind[f"seed{s}"][MODEL_ROW]) for s in args.seeds])
     variants = {v[0]: dict(summary(results[v[0]][MODEL_ROW]), overrides=v[1:]) for v in args.variant}

@@ -142,6 +142,9 @@ def add_box2seg_config(cfg):
     # a learnt scale (initially PRIOR_SCALE) times the own box's ellipse prior 1 - r^2 (docs/chips.md).
     _C.MODEL.BOX2SEG.CHIPS.ELLIPSE_PRIOR = True
     _C.MODEL.BOX2SEG.CHIPS.PRIOR_SCALE = 2.0
+    # Training target of a chip: "all" (every box the chip overlaps, M as painted) or "own" (the chip's own
+    # box only; M its own GrabCut mask, every other object background), docs/chips.md.
+    _C.MODEL.BOX2SEG.CHIPS.TARGET = "all"
     # Chips per forward pass at inference.
     _C.MODEL.BOX2SEG.CHIPS.TEST_BATCH = 32
     # A pixel inside its box is foreground when its probability exceeds this ...

@@ -19,10 +19,13 @@ from detectron2.data import detection_utils as utils
 from detectron2.structures import Boxes, Instances
 
 from ..structures import boxes_in_chip, chip_regions, crop_chips, flip_boxes_horizontally, record_boxes, sample_label_chip
+from .grabcut import IGNORE_INDEX, load_instance_map
 from .images import read_image
 from .mapper import Box2SegDatasetMapper
 
-__all__ = ["ChipDatasetMapper", "chip_items"]
+__all__ = ["CHIP_TARGETS", "ChipDatasetMapper", "chip_items"]
+
+CHIP_TARGETS = ("all", "own")
 
 
 def chip_items(records):
@@ -45,7 +48,14 @@ class ChipDatasetMapper(Box2SegDatasetMapper):
     """
 
     @configurable
-    def __init__(self, records, *, size, context, scale_jitter, shift_jitter, flip, image_format, ignore_label):
+    def __init__(self, records, *, size, context, scale_jitter, shift_jitter, flip, image_format, ignore_label,
+                 target="all"):
+        """``target``: "all" (every box in the chip and M as painted, the semantic view) or "own" (only the
+        chip's own box; M is its own GrabCut mask, other objects background: the per-box view the masks are
+        judged by, since a box's mask must not take the objects in front of it)."""
+        if target not in CHIP_TARGETS:
+            raise ValueError(f"MODEL.BOX2SEG.CHIPS.TARGET={target!r}: must be one of {CHIP_TARGETS}")
+        self.target = target
         self.is_train = True
         self.records = DatasetFromList(list(records), copy=False, serialize=True)
         self.size = int(size)
@@ -69,6 +79,7 @@ class ChipDatasetMapper(Box2SegDatasetMapper):
             "flip": cfg.INPUT.RANDOM_FLIP == "horizontal",
             "image_format": base["image_format"],
             "ignore_label": base["ignore_label"],
+            "target": c.TARGET,
         }
 
     def __call__(self, item):
@@ -77,7 +88,18 @@ class ChipDatasetMapper(Box2SegDatasetMapper):
         image = read_image(record["file_name"], format=self.image_format)
         utils.check_image_size(record, image)
         boxes, classes, crowd = record_boxes(record)
-        labels = self._grabcut_class_map(record, classes, image.shape[:2])
+        if self.target == "own":
+            # The own box's GrabCut mask as its class, everything else background; crowd stays ignore.
+            instance_map = load_instance_map(record["grabcut_file_name"])
+            if instance_map.shape[:2] != image.shape[:2]:
+                raise ValueError(f"GrabCut map {record['grabcut_file_name']} has size {instance_map.shape[:2]} but "
+                                 f"image {record['file_name']} has {image.shape[:2]}: rerun `box2seg prepare-grabcut`")
+            labels = np.where(instance_map == annotation_index + 1, classes[annotation_index] + 1, 0)
+            labels = np.where(instance_map == IGNORE_INDEX, self.ignore_label, labels).astype(np.int64)
+            own = slice(annotation_index, annotation_index + 1)
+            boxes, classes, crowd, annotation_index = boxes[own], classes[own], crowd[own], 0
+        else:
+            labels = self._grabcut_class_map(record, classes, image.shape[:2])
 
         region = chip_regions(boxes[annotation_index:annotation_index + 1], self.context,
                               self.scale_jitter, self.shift_jitter)[0]

@@ -120,3 +120,19 @@ def test_chip_training_step_and_inference(chip_cfg):
     assert out["box_masks"].shape == (0, size, size) and (out["sem_seg"].argmax(0) == 0).all()
     with pytest.raises(ValueError, match="chip mode"):
         model([{"image": image, "file_name": "x.jpg"}])
+
+
+def test_own_target_keeps_only_the_chips_own_box_and_its_grabcut_mask(chip_cfg):
+    records = _records(chip_cfg)
+    cfg = chip_cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.BOX2SEG.CHIPS.TARGET = "own"
+    mapper = ChipDatasetMapper(cfg, records)
+    for item in chip_items(records)[:4]:
+        out = mapper(item)
+        own_class = records[item[0]]["annotations"][item[1]]["category_id"]
+        assert len(out["instances"]) == 1 and out["instances"].gt_classes.tolist() == [own_class]
+        assert set(out["grabcut_labels"].unique().tolist()) <= {0, own_class + 1, 255}
+    cfg.MODEL.BOX2SEG.CHIPS.TARGET = "mine"
+    with pytest.raises(ValueError, match="CHIPS.TARGET"):
+        ChipDatasetMapper(cfg, records)

@@ -1,0 +1,84 @@
+#!/usr/bin/env python
+"""Chip mode's inference thresholds, chosen on one split's true masks (train2017 for coco_tiny, never the
+split a target is scored on): per-box IoU (the one scorer, evaluation/box_scorer.py) of a trained chip model's
+masks for each CHIPS.THRESHOLD and, for the boxes the threshold leaves empty, each CHIPS.FALLBACK_FILL.
+
+    python bench/chip_thresholds.py --coco-root ../shared/data/coco_tiny --split train \
+        --weights output/coco_tiny_chips/transductive_seed0/model_final.pth
+
+One forward pass per image; the thresholds are applied to the same pasted probabilities. Prints a table.
+"""
+import box2seg  # noqa: F401  (first: detectron2 v0.6 fixes)
+
+import argparse
+import os
+
+import torch
+from detectron2.data import DatasetCatalog
+from detectron2.utils.logger import setup_logger
+
+from box2seg import engine
+from box2seg.engine.data import build_test_loader
+from box2seg.engine.runs import load_model
+from box2seg.evaluation.mask_scoring import MaskScorer
+from box2seg.modeling.box_conditioned import never_empty_masks
+from box2seg.structures import PIXEL_CENTRES, box_pixel_masks, chip_regions, paste_chip_probs
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SPLITS = {"all": ("instances_all.json", ""), "train": ("instances_train2017.json", "train2017"),
+          "val": ("instances_val2017.json", "val2017")}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--coco-root", required=True)
+    parser.add_argument("--split", default="train", choices=list(SPLITS))
+    parser.add_argument("--weights", required=True)
+    parser.add_argument("--config-file", default=os.path.join(REPO, "configs", "cpu", "box2seg_lite0_coco_chips.yaml"))
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.4, 0.5, 0.6])
+    parser.add_argument("--fills", type=float, nargs="+", default=[0.3, 0.5, 0.7])
+    parser.add_argument("opts", nargs=argparse.REMAINDER)
+    args = parser.parse_args()
+    setup_logger(name="box2seg")
+    json_file, folder = SPLITS[args.split]
+    name = f"coco_tiny_{args.split}"
+    spec = f"{name}={os.path.join(args.coco_root, 'annotations', json_file)}:{os.path.join(args.coco_root, folder)}"
+    cfg = engine.setup_cfg(args.config_file, list(args.opts), [spec.rstrip("/")], freeze=False)
+    cfg.DATASETS.TEST = (name,)
+    cfg.freeze()
+    model = load_model(cfg, args.weights)
+    records = {r["file_name"]: r for r in DatasetCatalog.get(name)}
+    num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES - 1
+    grid = [(t, f) for t in args.thresholds for f in args.fills]
+    scorers = {key: MaskScorer(num_classes, 255) for key in grid}
+    filled = {key: 0 for key in grid}
+    boxes_seen = 0
+    with torch.no_grad():
+        for (x,) in build_test_loader(cfg, name):
+            record = records[x["file_name"]]
+            inst = x["instances"]
+            keep = ~inst.gt_is_crowd
+            boxes = inst.gt_boxes.tensor.float()
+            regions = chip_regions(boxes[keep], model.chips["context"])
+            fg = model._forward_chips(x["image"].float(), regions, boxes[keep])
+            height, width = record["height"], record["width"]
+            scale = boxes.new_tensor([width / x["image"].shape[-1], height / x["image"].shape[-2]]).repeat(2)
+            probs = paste_chip_probs(fg, regions * scale, height, width)
+            inside = box_pixel_masks(boxes[keep] * scale, height, width, PIXEL_CENTRES)
+            boxes_seen += int(keep.sum())
+            for t, f in grid:
+                kept, _, was_filled = never_empty_masks(probs, inside, t, f)
+                masks = torch.zeros((len(boxes), height, width), dtype=torch.bool)
+                masks[keep] = kept
+                scorers[(t, f)].add(record, masks.numpy())
+                filled[(t, f)] += int(was_filled.sum())
+    print(f"\n{name}: {boxes_seen} boxes, weights {args.weights}\n")
+    print("| threshold | fallback fill | per box | small | medium | large | boxes filled |\n|---|---|---|---|---|---|---|")
+    for t, f in grid:
+        s = scorers[(t, f)].summary()
+        print(f"| {t} | {f} | {s['instance_mIoU']:.4f} | {s['instance_mIoU-small']:.4f} | "
+              f"{s['instance_mIoU-medium']:.4f} | {s['instance_mIoU-large']:.4f} | {filled[(t, f)]} |")
+
+
+if __name__ == "__main__":
+    main()
