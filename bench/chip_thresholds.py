@@ -22,7 +22,6 @@ from box2seg.engine.data import build_test_loader
 from box2seg.engine.runs import load_model
 from box2seg.evaluation.mask_scoring import MaskScorer
 from box2seg.modeling.box_conditioned import never_empty_masks
-from box2seg.structures import PIXEL_CENTRES, box_pixel_masks, chip_regions, paste_chip_probs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPLITS = {"all": ("instances_all.json", ""), "train": ("instances_train2017.json", "train2017"),
@@ -56,15 +55,8 @@ def main():
     with torch.no_grad():
         for (x,) in build_test_loader(cfg, name):
             record = records[x["file_name"]]
-            inst = x["instances"]
-            keep = ~inst.gt_is_crowd
-            boxes = inst.gt_boxes.tensor.float()
-            regions = chip_regions(boxes[keep], model.chips["context"])
-            fg = model._forward_chips(x["image"].float(), regions, boxes[keep])
-            height, width = record["height"], record["width"]
-            scale = boxes.new_tensor([width / x["image"].shape[-1], height / x["image"].shape[-2]]).repeat(2)
-            probs = paste_chip_probs(fg, regions * scale, height, width)
-            inside = box_pixel_masks(boxes[keep] * scale, height, width, PIXEL_CENTRES)
+            probs, inside, keep, boxes, _ = model.chip_box_probs(x)
+            height, width = inside.shape[-2:]
             boxes_seen += int(keep.sum())
             for t, f in grid:
                 kept, _, was_filled = never_empty_masks(probs, inside, t, f)

@@ -19,7 +19,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.structures import Boxes, Instances
 
 from ..structures import boxes_in_chip, chip_regions, crop_chips, flip_boxes_horizontally, record_boxes, sample_label_chip
-from .grabcut import IGNORE_INDEX, load_instance_map
+from .grabcut import IGNORE_INDEX
 from .images import read_image
 from .mapper import Box2SegDatasetMapper
 
@@ -90,10 +90,7 @@ class ChipDatasetMapper(Box2SegDatasetMapper):
         boxes, classes, crowd = record_boxes(record)
         if self.target == "own":
             # The own box's GrabCut mask as its class, everything else background; crowd stays ignore.
-            instance_map = load_instance_map(record["grabcut_file_name"])
-            if instance_map.shape[:2] != image.shape[:2]:
-                raise ValueError(f"GrabCut map {record['grabcut_file_name']} has size {instance_map.shape[:2]} but "
-                                 f"image {record['file_name']} has {image.shape[:2]}: rerun `box2seg prepare-grabcut`")
+            instance_map = self._instance_map(record, image.shape[:2])
             labels = np.where(instance_map == annotation_index + 1, classes[annotation_index] + 1, 0)
             labels = np.where(instance_map == IGNORE_INDEX, self.ignore_label, labels).astype(np.int64)
             own = slice(annotation_index, annotation_index + 1)

@@ -143,6 +143,17 @@ class Box2SegDatasetMapper:
         }
 
     # ------------------------------------------------------------------------------------------------
+    def _instance_map(self, record, shape):
+        """The record's cached GrabCut instance map, checked against the image's ``shape``."""
+        path = record["grabcut_file_name"]
+        instance_map = load_instance_map(path)
+        if instance_map.shape[:2] != tuple(shape):
+            raise ValueError(
+                f"GrabCut map {path} has size {instance_map.shape[:2]} but image {record['file_name']} has "
+                f"{tuple(shape)}; the cache entry is stale: rerun `box2seg prepare-grabcut`."
+            )
+        return instance_map
+
     def _grabcut_class_map(self, record, classes, shape):
         path = record.get("grabcut_file_name")
         if path is None:
@@ -153,13 +164,7 @@ class Box2SegDatasetMapper:
                     "`box2seg prepare-grabcut --dataset NAME` for the training dataset, then train again."
                 )
             return None
-        instance_map = load_instance_map(path)
-        if instance_map.shape[:2] != tuple(shape):
-            raise ValueError(
-                f"GrabCut map {path} has size {instance_map.shape[:2]} but image {record['file_name']} has "
-                f"{tuple(shape)}; the cache entry is stale: rerun `box2seg prepare-grabcut`."
-            )
-        labels = np.asarray(instance_map_to_labels(instance_map, classes, self.ignore_label))
+        labels = np.asarray(instance_map_to_labels(self._instance_map(record, shape), classes, self.ignore_label))
         return labels.astype(_label_dtype(self.ignore_label), copy=False)
 
     def __call__(self, dataset_dict):

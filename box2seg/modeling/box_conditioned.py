@@ -16,7 +16,7 @@ import torch
 
 from ..structures import PIXEL_CENTRES, annotation_boxes, box_areas, box_pixel_masks
 
-__all__ = ["box_conditioned_masks", "annotation_box_masks", "never_empty_masks", "BOX_RULES"]
+__all__ = ["box_conditioned_masks", "annotation_box_masks", "never_empty_masks", "smallest_box_owner", "BOX_RULES"]
 
 BOX_RULES = ("class", "foreground")
 
@@ -58,14 +58,21 @@ def box_conditioned_masks(scores, boxes, classes, rule="class"):
 
     # Each box claims the pixels labelled with its class; among claimants the smallest box wins.
     claims = inside & foreground[None] & (best_class[None] == box_to_present[:, None, None])
-    area = box_areas(boxes)  # float32, as the boxes
-    # Stable rank of each box by area (ties: lower index first), so ownership is deterministic.
-    rank = torch.empty(num_boxes, dtype=torch.long, device=scores.device)
-    order = torch.sort(area, stable=True).indices
-    rank[order] = torch.arange(num_boxes, device=scores.device)
-    key = torch.where(claims, rank[:, None, None], torch.full_like(rank[:, None, None], num_boxes))
-    owner = key.argmin(dim=0)  # (H, W)
+    owner, _ = smallest_box_owner(claims, boxes)
     return claims & (torch.arange(num_boxes, device=scores.device)[:, None, None] == owner[None])
+
+
+def smallest_box_owner(claims, boxes):
+    """``(owner (H, W) long, claimed (H, W) bool)``: at each pixel the index of the smallest box among those
+    claiming it (``claims`` (N, H, W) bool), the rule wherever boxes overlap (smaller objects are usually in
+    front). Ties in area go to the lower index, so ownership is deterministic; ``owner`` is meaningless where
+    ``claimed`` is False."""
+    num_boxes = boxes.shape[0]
+    rank = torch.empty(num_boxes, dtype=torch.long, device=claims.device)
+    rank[torch.sort(box_areas(boxes), stable=True).indices] = torch.arange(num_boxes, device=claims.device)
+    key = torch.where(claims, rank[:, None, None], torch.full_like(rank[:, None, None], num_boxes))
+    best, owner = key.min(dim=0)
+    return owner, best < num_boxes
 
 
 def annotation_box_masks(scores, annotations, rule="class"):

@@ -23,9 +23,9 @@ from detectron2.structures import ImageList
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
-from ..structures import (PIXEL_CENTRES, box_areas, box_pixel_masks, boxes_in_own_chips, chip_regions, crop_chips,
+from ..structures import (PIXEL_CENTRES, box_pixel_masks, boxes_in_own_chips, chip_regions, crop_chips,
                           ellipse_prior, paste_chip_probs)
-from .box_conditioned import box_conditioned_masks, never_empty_masks
+from .box_conditioned import box_conditioned_masks, never_empty_masks, smallest_box_owner
 from .checks import check_box2seg_config
 from .decoders import build_box2seg_decoders
 from .losses import ATTENTION_TERMS, Box2SegLoss
@@ -299,18 +299,18 @@ class Box2Seg(nn.Module):
             x = (crop_chips(image, chunk, size) - self.pixel_mean) / self.pixel_std
             total = 0.0
             for flip in (False, True) if self.test_flip else (False,):
-                xi = x.flip(-1) if flip else x
-                logits = self._upsample(self.decoders.forward_y(self.backbone(xi)), (size, size)).float()
+                logits = self._upsample(self.decoders.forward_y(self.backbone(x.flip(-1) if flip else x)), (size, size))
+                logits = logits.float().flip(-1) if flip else logits.float()  # back in the chip's frame
                 if self.prior_scale is not None:
-                    logits = self._with_prior(logits.flip(-1) if flip else logits, own)
-                    logits = logits.flip(-1) if flip else logits
-                probs = F.softmax(logits, 1)
-                fg = 1 - probs[:, 0]
-                total = total + (fg.flip(-1) if flip else fg)
+                    logits = self._with_prior(logits, own)
+                total = total + 1 - F.softmax(logits, 1)[:, 0]
             out.append(total / (2 if self.test_flip else 1))
         return torch.cat(out) if out else image.new_zeros((0, size, size))
 
-    def _chip_inference(self, x):
+    def chip_box_probs(self, x):
+        """One input's boxes through their chips: ``(probs, inside, keep, boxes, classes)`` in the output frame
+        ("height" x "width"): probs (K, H, W) uint8 x 255 pasted foreground probabilities and inside (K, H, W)
+        the pixels of the K non-crowd boxes (``keep`` (N,) bool of the N input boxes, in output pixels)."""
         if "instances" not in x:
             raise ValueError(
                 f"chip mode (MODEL.BOX2SEG.CHIPS.ENABLED) predicts masks for given boxes, and input "
@@ -324,27 +324,30 @@ class Box2Seg(nn.Module):
         classes = inst.gt_classes.to(self.device)
         crowd = inst.gt_is_crowd.to(self.device) if inst.has("gt_is_crowd") else torch.zeros_like(classes, dtype=torch.bool)
         keep = ~crowd
-        fg = self._forward_chips(image, chip_regions(boxes[keep], self.chips["context"]), boxes[keep])
+        regions = chip_regions(boxes[keep], self.chips["context"])
+        fg = self._forward_chips(image, regions, boxes[keep])
         scale = boxes.new_tensor([width / image_size[1], height / image_size[0]]).repeat(2)
         out_boxes = boxes * scale
-        pasted = paste_chip_probs(fg, chip_regions(boxes[keep], self.chips["context"]) * scale, height, width)
+        probs = paste_chip_probs(fg, regions * scale, height, width)
         inside = box_pixel_masks(out_boxes[keep], height, width, PIXEL_CENTRES)
-        kept_masks, kept_scores, filled = never_empty_masks(
-            pasted, inside, self.chips["threshold"], self.chips["fallback_fill"])
+        return probs, inside, keep, out_boxes, classes
+
+    def _chip_inference(self, x):
+        probs, inside, keep, boxes, classes = self.chip_box_probs(x)
+        kept_masks, kept_scores, filled = never_empty_masks(probs, inside, self.chips["threshold"],
+                                                            self.chips["fallback_fill"])
+        height, width = inside.shape[-2:]  # (0, H, W) without boxes
         masks = torch.zeros((len(boxes), height, width), dtype=torch.bool, device=self.device)
         scores = torch.zeros(len(boxes), dtype=torch.float32, device=self.device)
         masks[keep], scores[keep] = kept_masks, kept_scores
-        return {"sem_seg": self._painted(masks, out_boxes, classes, height, width), "box_masks": masks,
+        return {"sem_seg": self._painted(masks, boxes, classes, height, width), "box_masks": masks,
                 "box_scores": scores, "num_filled_boxes": int(filled.sum())}
 
     def _painted(self, masks, boxes, classes, height, width):
         """(L+1, H, W) one-hot map of the per-box masks, the smaller box winning where they overlap."""
         label = torch.zeros((height, width), dtype=torch.long, device=self.device)
         if len(masks):
-            rank = torch.empty(len(boxes), dtype=torch.long, device=self.device)
-            rank[torch.sort(box_areas(boxes), stable=True).indices] = torch.arange(len(boxes), device=self.device)
-            key = torch.where(masks, rank[:, None, None], torch.full_like(rank[:, None, None], len(boxes)))
-            best, owner = key.min(dim=0)
-            label = torch.where(best < len(boxes), classes[owner] + 1, label)
+            owner, claimed = smallest_box_owner(masks, boxes)
+            label = torch.where(claimed, classes[owner] + 1, label)
         sem_seg = torch.zeros((self.num_classes + 1, height, width), dtype=torch.float16, device=self.device)
         return sem_seg.scatter_(0, label[None], 1.0)
