@@ -10,6 +10,7 @@ from detectron2.data import DatasetCatalog
 from ..data.datasets import UnknownDatasetError, unknown_dataset_message
 from ..data.grabcut import GrabCutSettings
 from ..data.grabcut_job import prepare_dataset
+from ..data.shards import ShardSpecError, parse_shard
 from ..engine import setup_cfg
 
 __all__ = ["add_arguments", "main"]
@@ -23,12 +24,22 @@ def add_arguments(parser):
         "Precompute GrabCut pseudo-labels (one 16-bit instance-map PNG per image) for a registered dataset.\n"
         "Settings come from --config-file (GRABCUT) or the defaults, overridden by the flags below;\n"
         "they are part of the cache key, so training must use the same ones. Images already in the cache are\n"
-        "reused (use --force to recompute); an interrupted run is resumed by running the same command."
+        "reused (use --force to recompute); an interrupted run is resumed by running the same command.\n\n"
+        "Several machines: run --shard I/N for I = 0..N-1 (a SLURM array, submitit) on a shared cache folder;\n"
+        "the last shard to finish writes summary.json. Or --engine ray on a Ray cluster (docs/scale.md)."
     )
     parser.add_argument("--dataset", action="append", required=True, metavar="NAME",
                         help="registered dataset name (repeatable)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="worker processes (0 or 1: run in this process; default: CPU count)")
+    parser.add_argument("--shard", type=_shard_arg, default=(0, 1), metavar="I/N",
+                        help="compute only records i with i %% N == I (default 0/1: everything)")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="local: a process pool on this machine (default); ray: Ray tasks, retried when a "
+                        "worker dies (pip install -e '.[ray]')")
+    parser.add_argument("--address", default=None, metavar="ADDR",
+                        help="with --engine ray: the cluster to connect to (e.g. auto or HOST:6379); default: "
+                        "start a local one with --workers CPUs")
     parser.add_argument("--config-file", default="", metavar="FILE",
                         help="config to read GRABCUT and DATASETS.COCO_FORMAT from")
     parser.add_argument("--iterations", type=int, default=None, help="GrabCut iterations (default 5)")
@@ -56,6 +67,13 @@ def add_arguments(parser):
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _shard_arg(text):
+    try:
+        return parse_shard(text)
+    except ShardSpecError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _settings_from_args(args):
     """The config (its datasets registered) and the GrabCut settings: the config's, overridden by the flags."""
     cfg = setup_cfg(args.config_file, coco_datasets=args.coco_dataset,
@@ -74,11 +92,15 @@ def main(args):
         if name not in DatasetCatalog.list():
             raise UnknownDatasetError(unknown_dataset_message(name))
         result = prepare_dataset(name, settings=settings, workers=args.workers, force=args.force,
-                                 skip_bad_images=args.skip_bad_images, progress=not args.no_progress)
+                                 skip_bad_images=args.skip_bad_images, progress=not args.no_progress,
+                                 shard=args.shard, engine=args.engine, address=args.address)
         failed += len(result["bad_images"])
-        line = (f"prepare-grabcut {name}: {result['computed']} images computed, {result['reused']} reused, "
+        index, count = args.shard
+        where = f"{name} shard {index}/{count}" if count > 1 else name
+        note = "" if result["summary"] is not None else " (summary.json comes when every shard is done)"
+        line = (f"prepare-grabcut {where}: {result['computed']} images computed, {result['reused']} reused, "
                 f"{result['boxes']} boxes, {result['fallbacks']} fallbacks, {result['crowd_boxes']} crowd boxes, "
-                f"{len(result['bad_images'])} bad images skipped, {result['seconds']:.1f} s -> {result['folder']}")
+                f"{len(result['bad_images'])} bad images skipped, {result['seconds']:.1f} s{note} -> {result['folder']}")
         logger.info(line)
         print(line, flush=True)
     return 1 if failed else 0

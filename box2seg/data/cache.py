@@ -131,3 +131,29 @@ def folder_lock(folder, blocking=True, busy_message=None):
     """:func:`file_lock` on ``folder``'s :data:`FOLDER_LOCK`: the one lock of a cache folder (the GrabCut
     cache: ``prepare-grabcut`` and export's on-demand fallback; an export folder's header and merge)."""
     return file_lock(Path(folder) / FOLDER_LOCK, blocking=blocking, busy_message=busy_message)
+
+
+def _temp_stem(name):
+    """The final file's stem of an :func:`atomic_path` temporary name ``.{stem}.{random}.tmp{suffix}``, or None."""
+    if not name.startswith(".") or ".tmp" not in name:
+        return None
+    body = name[1:name.rindex(".tmp")]
+    return body.rsplit(".", 1)[0] if "." in body else None
+
+
+def remove_stale_temps(folder, stems):
+    """Remove the :func:`atomic_path` temporaries a killed job left for the files named ``stems`` (only a
+    job's own files, so a concurrent job's in-flight temporaries in the same folder are never touched).
+    Returns how many were removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            stem = _temp_stem(entry.name)
+            if stem is not None and stem in stems:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(entry.path)
+                    removed += 1
+    return removed

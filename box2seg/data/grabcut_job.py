@@ -10,9 +10,16 @@ the boxes fell back to the ellipse, the job warns: those labels are ellipses, no
 available memory holds at ``WORKER_PEAK_BYTES`` per worker (the per-worker peak GrabCut's ``max_side`` cap
 guarantees; bench/grabcut_memory.py), with a log line saying so. Resumable (an image whose file exists
 is reused unless ``force``) and safe to interrupt at any point: every image is written by an atomic
-rename as soon as it is done, the cache folder's lock (``cache.folder_lock``) keeps two jobs off the same
-folder, and a new run first removes the temporary files a killed run left. Output bytes do not depend on
-``workers`` or on resumption (see :mod:`box2seg.data.grabcut`).
+rename as soon as it is done and then listed in its shard's manifest (:mod:`.grabcut_manifest`), so a resume
+reads one manifest instead of every PNG.
+
+Sharded (``shard = (I, N)``, ``--shard I/N``: records ``i % N == I``, :mod:`.shards`) for SLURM arrays and
+submitit: each shard job holds only its own shard's lock, so N machines fill one cache folder at once; it
+removes only its own images' temporaries; the last shard to finish writes ``summary.json``. The images are
+computed by an engine: the local process pool (:class:`LocalEngine`, the default) or Ray
+(:mod:`box2seg.distributed.ray_engine`, ``engine="ray"``); both run the same per-image function and write
+the same files, so a job can switch engines and resume. Output bytes do not depend on ``workers``, shards,
+the engine or on resumption (see :mod:`box2seg.data.grabcut`).
 """
 import contextlib
 import logging
@@ -28,7 +35,7 @@ import cv2
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from tqdm import tqdm
 
-from .cache import annotations_hash, atomic_write_bytes, atomic_write_json, folder_lock
+from .cache import annotations_hash, atomic_write_bytes, atomic_write_json, folder_lock, remove_stale_temps
 from .grabcut import (
     GrabCutSettings,
     compute_instance_map,
@@ -39,11 +46,13 @@ from .grabcut import (
     summarize_stats,
     warn_other_settings,
 )
+from .grabcut_manifest import ShardManifest, all_manifests, read_manifest
 from .images import ImageReadError, read_image
+from .shards import parse_shard, shard_positions
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["prepare_dataset", "available_memory", "memory_bounded_workers", "GrabCutJobError", "WORKER_PEAK_BYTES",
+__all__ = ["prepare_dataset", "get_engine", "LocalEngine", "available_memory", "memory_bounded_workers", "GrabCutJobError", "WORKER_PEAK_BYTES",
            "FALLBACK_WARNING_SHARE", "fallback_warning"]
 
 # Peak memory of one worker with the default GRABCUT.MAX_SIDE cap: bench/grabcut_memory.py measures an
@@ -192,14 +201,112 @@ def _run_pool(positions, task, workers, ctx, collect):
     return sorted(lost)
 
 
-def prepare_dataset(dataset_name, dataset_dicts=None, settings=None, workers=0, force=False,
-                    skip_bad_images=False, progress=True, start_method=None):
-    """Compute the missing GrabCut maps of ``dataset_name`` and write ``summary.json``.
+def _reusable_stats(manifest, mine, paths):
+    """``{position: stats}`` of this shard's images already in the cache: from its own manifest, then from
+    the manifests of other splits, and only for PNGs listed in none of them from the PNG itself."""
+    found, unlisted = {}, []
+    own = manifest.load()
+    for i in mine:
+        entry = own.get(paths[i].name)
+        if entry is not None and "stats" in entry and paths[i].is_file():
+            found[i] = entry["stats"]
+        elif paths[i].is_file():
+            unlisted.append(i)
+    if unlisted:
+        others = {}
+        for other in all_manifests(manifest.folder, skip=manifest.path):
+            others.update(read_manifest(other))
+        for i in unlisted:
+            entry = others.get(paths[i].name)
+            stats = entry["stats"] if entry is not None and "stats" in entry else read_png_stats(paths[i])
+            if stats is not None:  # None (corrupt / foreign file) -> recompute
+                found[i] = stats
+    return found
 
-    Returns a dict: folder, computed, reused, boxes, fallbacks, crowd_boxes, bad_images, seconds, summary.
+
+def _dataset_summary(dataset_name, folder, dicts, paths, settings):
+    """The dataset's ``summary.json`` content when every image is done (by any shard, any split), else None
+    (and how many images are done)."""
+    entries = {}
+    for path in all_manifests(folder):
+        entries.update(read_manifest(path))
+    done, bad = [], []
+    for record, path in zip(dicts, paths):
+        entry = entries.get(path.name)
+        if entry is None:
+            return None, len(done) + len(bad)
+        if "error" in entry:
+            bad.append(record["file_name"])
+        else:
+            done.append(entry["stats"])
+    meta = MetadataCatalog.get(dataset_name)
+    summary = summarize_stats(done, meta.get("thing_classes", None))
+    summary.update({
+        "dataset": dataset_name,
+        "settings": asdict(settings),
+        "settings_key": settings.key(),
+        "annotations_hash": annotations_hash(dicts),
+        "images_in_dataset": len(dicts),
+        "bad_images": bad,
+    })
+    return summary, len(dicts)
+
+
+def get_engine(name, address=None):
+    """The engine running the per-image tasks: ``"local"`` (a process pool; the default) or ``"ray"``.
+
+    Ray is imported only when asked for: it is an optional extra (``pip install -e '.[ray]'``) and its
+    import costs every other command a second."""
+    if name == "local":
+        return LocalEngine()
+    if name == "ray":
+        from ..distributed.ray_engine import RayGrabCutEngine  # optional dependency
+
+        return RayGrabCutEngine(address=address)
+    raise ValueError(f"unknown engine {name!r}: expected 'local' or 'ray'")
+
+
+class LocalEngine:
+    """The per-image tasks in a ``ProcessPoolExecutor`` on this machine (in this process for one worker)."""
+
+    name = "local"
+
+    def run(self, pending, task, workers, collect, dataset_name, describe, start_method=None):
+        if workers > 1 and len(pending) > 1:
+            workers = memory_bounded_workers(min(workers, len(pending)))
+        if workers <= 1 or len(pending) <= 1:
+            for i in pending:
+                collect(*_work(task(i)))
+            return
+        lost = _run_pool(pending, task, workers, _pool_context(start_method), collect)
+        if lost:
+            logger.warning("GrabCut %s: a worker died (killed from outside, e.g. by the OOM killer); "
+                           "retrying its %d images in a fresh pool", dataset_name, len(lost))
+            lost = _run_pool(lost, task, workers, _pool_context(start_method), collect)
+        if lost:
+            names = ", ".join(describe(i) for i in lost[:10])
+            raise GrabCutJobError(
+                f"GrabCut {dataset_name}: workers died twice (killed from outside, e.g. by the OOM "
+                f"killer) while computing {len(lost)} images: {names}{' ...' if len(lost) > 10 else ''}. "
+                "The images already written are kept: run the same command again to resume (with "
+                "fewer --workers if memory ran out).")
+
+
+def prepare_dataset(dataset_name, dataset_dicts=None, settings=None, workers=0, force=False,
+                    skip_bad_images=False, progress=True, start_method=None, shard=(0, 1), engine="local",
+                    address=None):
+    """Compute the missing GrabCut maps of shard ``shard = (I, N)`` of ``dataset_name`` (records ``i`` with
+    ``i % N == I``); write ``summary.json`` once every image of the dataset is done.
+
+    ``engine``: ``"local"`` (process pool, the default), ``"ray"`` (Ray tasks, on the cluster at ``address``
+    or a local one), or an engine object. Both write the same files, so a job may switch engines and resume.
+
+    Returns a dict: folder, shard, computed, reused, boxes, fallbacks, crowd_boxes, bad_images (this shard's),
+    seconds, summary (the dataset's, or None while other shards are still missing).
     """
     start = time.perf_counter()
     settings = settings or GrabCutSettings()
+    shard = parse_shard(shard)
     dicts = DatasetCatalog.get(dataset_name) if dataset_dicts is None else dataset_dicts
     folder = grabcut_cache_dir(dataset_name, dicts, settings)
     folder.mkdir(parents=True, exist_ok=True)
@@ -210,79 +317,67 @@ def prepare_dataset(dataset_name, dataset_dicts=None, settings=None, workers=0, 
             raise ValueError(f"dataset {dataset_name!r}: images {seen[path.name]} and {record['file_name']} have "
                              f"the same image_id {record.get('image_id')!r}; image ids must be unique")
         seen[path.name] = record["file_name"]
+    mine = shard_positions(len(dicts), shard)
+    manifest = ShardManifest(folder, shard)
+    engine = get_engine(engine, address) if isinstance(engine, str) else engine
+    where = f"{dataset_name}" + (f" shard {shard[0]}/{shard[1]}" if shard[1] > 1 else "")
 
-    with folder_lock(folder, busy_message=f"waiting for another prepare-grabcut job on {folder}"):
-        for stale in folder.glob(".*.tmp*"):  # left by a killed run; the lock says no writer is active
-            stale.unlink(missing_ok=True)
-        stats = [None] * len(dicts)
-        if not force:
-            for i, path in enumerate(paths):
-                if path.is_file():
-                    stats[i] = read_png_stats(path)  # None (corrupt / foreign file) -> recompute
-        pending = [i for i, s in enumerate(stats) if s is None]
-        reused = len(dicts) - len(pending)
-        logger.info("GrabCut %s: %d images to compute, %d reused, in %s", dataset_name, len(pending), reused, folder)
+    with manifest.lock(busy_message=f"waiting for another prepare-grabcut job of shard {shard[0]}/{shard[1]} "
+                                    f"on {folder}"):
+        with folder_lock(folder):  # export's on-demand GrabCut fallback writes under the folder lock
+            remove_stale_temps(folder, {paths[i].stem for i in mine})  # left by a killed job of this shard
+        stats = {} if force else _reusable_stats(manifest, mine, paths)
+        pending = [i for i in mine if i not in stats]
+        reused = len(stats)
+        logger.info("GrabCut %s: %d images to compute, %d reused, in %s (engine %s)", where, len(pending), reused,
+                    folder, engine.name)
         if pending and not reused:
             warn_other_settings(dataset_name, dicts, settings, action=f"are computed now ({len(pending)} images)")
 
         task = lambda i: (i, _minimal_record(dicts[i]), settings, str(paths[i]), dataset_name,  # noqa: E731
                           skip_bad_images)
         bad = {}
-        bar = tqdm(total=len(pending), desc=f"GrabCut {dataset_name}", unit="img", disable=not progress,
+        bar = tqdm(total=len(pending), desc=f"GrabCut {where}", unit="img", disable=not progress,
                    mininterval=1.0)
-
-        def collect(position, image_stats, error):
-            if error is not None:
-                bad[position] = error
-                logger.warning("skipped: %s", error)
-            else:
-                stats[position] = image_stats
-            bar.update(1)
 
         with contextlib.ExitStack() as stack:
             stack.callback(bar.close)
-            if workers > 1 and len(pending) > 1:
-                workers = memory_bounded_workers(min(workers, len(pending)))
-            if workers > 1 and len(pending) > 1:
-                lost = _run_pool(pending, task, workers, _pool_context(start_method), collect)
-                if lost:
-                    logger.warning("GrabCut %s: a worker died (killed from outside, e.g. by the OOM killer); "
-                                   "retrying its %d images in a fresh pool", dataset_name, len(lost))
-                    lost = _run_pool(lost, task, workers, _pool_context(start_method), collect)
-                if lost:
-                    names = ", ".join(dicts[i]["file_name"] for i in lost[:10])
-                    raise GrabCutJobError(
-                        f"GrabCut {dataset_name}: workers died twice (killed from outside, e.g. by the OOM "
-                        f"killer) while computing {len(lost)} images: {names}{' ...' if len(lost) > 10 else ''}. "
-                        "The images already written are kept: run the same command again to resume (with "
-                        "fewer --workers if memory ran out).")
-            else:
-                for i in pending:
-                    collect(*_work(task(i)))
+            stack.enter_context(manifest.appending(truncate=force))
 
-        done = [s for s in stats if s is not None]
-        meta = MetadataCatalog.get(dataset_name)
-        summary = summarize_stats(done, meta.get("thing_classes", None))
-        summary.update({
-            "dataset": dataset_name,
-            "settings": asdict(settings),
-            "settings_key": settings.key(),
-            "annotations_hash": annotations_hash(dicts),
-            "images_in_dataset": len(dicts),
-            "bad_images": [dicts[i]["file_name"] for i in sorted(bad)],
-        })
-        atomic_write_json(folder / "summary.json", summary)
-    warning = fallback_warning(dataset_name, summary["boxes"], summary["fallbacks"])
+            def collect(position, image_stats, error):
+                if error is not None:
+                    bad[position] = error
+                    logger.warning("skipped: %s", error)
+                else:
+                    stats[position] = image_stats
+                manifest.append(position, paths[position].name, image_stats, error)
+                bar.update(1)
+
+            engine.run(pending, task, workers, collect, dataset_name, lambda i: dicts[i]["file_name"],
+                       start_method=start_method)
+        manifest.compact([(i, paths[i].name, stats.get(i), bad.get(i)) for i in mine if i in stats or i in bad])
+
+    with folder_lock(folder):  # the last shard to finish sees every manifest complete and writes the summary
+        summary, images_done = _dataset_summary(dataset_name, folder, dicts, paths, settings)
+        if summary is not None:
+            atomic_write_json(folder / "summary.json", summary)
+    if summary is None:
+        logger.info("GrabCut %s done; %d of %d images of the dataset are done: summary.json is written by the "
+                    "last shard to finish", where, images_done, len(dicts))
+    totals = summarize_stats([stats[i] for i in mine if i in stats])
+    warning = fallback_warning(where, totals["boxes"], totals["fallbacks"])
     if warning:
         logger.warning(warning)
     return {
         "folder": str(folder),
+        "shard": shard,
+        "engine": engine.name,
         "computed": len(pending) - len(bad),
         "reused": reused,
-        "boxes": summary["boxes"],
-        "fallbacks": summary["fallbacks"],
-        "crowd_boxes": summary["crowd_boxes"],
-        "bad_images": summary["bad_images"],
+        "boxes": totals["boxes"],
+        "fallbacks": totals["fallbacks"],
+        "crowd_boxes": totals["crowd_boxes"],
+        "bad_images": [dicts[i]["file_name"] for i in sorted(bad)],
         "seconds": time.perf_counter() - start,
         "summary": summary,
     }

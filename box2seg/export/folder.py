@@ -22,7 +22,7 @@ import os
 import re
 from pathlib import Path
 
-from ..data.cache import CacheBusyError, file_lock
+from ..data.cache import CacheBusyError, file_lock, remove_stale_temps  # noqa: F401  (re-exported)
 
 __all__ = [
     "ExportError",
@@ -87,30 +87,6 @@ def read_json(path):
         return json.loads(Path(path).read_bytes())
     except (OSError, ValueError):
         return None
-
-
-def _temp_stem(name):
-    """The final file's stem of an ``atomic_path`` temporary name ``.{stem}.{random}.tmp{suffix}``, or None."""
-    if not name.startswith(".") or ".tmp" not in name:
-        return None
-    body = name[1:name.rindex(".tmp")]
-    return body.rsplit(".", 1)[0] if "." in body else None
-
-
-def remove_stale_temps(folder, stems):
-    """Remove temporaries a killed run left for files named ``stems`` (only this job's own files, so a
-    concurrent shard's in-flight temporaries are never touched)."""
-    if not folder.is_dir():
-        return 0
-    removed = 0
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            stem = _temp_stem(entry.name)
-            if stem is not None and stem in stems:
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(entry.path)
-                    removed += 1
-    return removed
 
 
 def fingerprint_diff(a, b):

@@ -51,7 +51,9 @@ def _write_coco(folder, n, seed=1, size=(96, 112)):
 
 
 def _folder_bytes(folder):
-    return {p.name: p.read_bytes() for p in sorted(Path(folder).iterdir()) if p.name != ".lock"}
+    """Every file of a cache folder (maps, summary, manifests/...) but the (empty) lock files."""
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and not p.name.endswith(".lock"))
+    return {str(p.relative_to(folder)): p.read_bytes() for p in files}
 
 
 def test_sigkill_then_resume_is_byte_identical(tmp_path, monkeypatch):
@@ -89,7 +91,7 @@ def test_sigkill_then_resume_is_byte_identical(tmp_path, monkeypatch):
         MetadataCatalog.remove("killme")
     assert Path(clean["folder"]).name == folder.name
     resumed = _folder_bytes(folder)
-    assert len(resumed) == n + 1 and resumed == _folder_bytes(clean["folder"])
+    assert len(resumed) == n + 2 and resumed == _folder_bytes(clean["folder"])  # maps, summary, manifest
     assert not [p.name for p in folder.iterdir() if ".tmp" in p.name]
 
 

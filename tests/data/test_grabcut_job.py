@@ -5,88 +5,33 @@ import box2seg  # noqa: F401  (compat fixes before any detectron2 import)
 
 import json
 import os
-import uuid
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.structures import BoxMode
 
 from box2seg.data import grabcut as G
 from box2seg.data import grabcut_job
 from box2seg.data.grabcut_job import prepare_dataset
 
 
-def _write_scenes(folder, n, size=(96, 112), seed=0):
-    """``n`` PNG images with 2-4 coloured discs / squares on a textured background, and their boxes."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    h, w = size
-    scenes = []
-    for i in range(n):
-        image = (rng.integers(0, 60, (h, w, 3)) + rng.integers(30, 150, 3)).astype(np.uint8)
-        boxes = []
-        for k in range(int(rng.integers(2, 5))):
-            r = int(rng.integers(8, 24))
-            cx, cy = int(rng.integers(r, w - r)), int(rng.integers(r, h - r))
-            colour = tuple(int(v) for v in rng.integers(0, 256, 3))
-            if k % 2:
-                cv2.circle(image, (cx, cy), r, colour, -1)
-            else:
-                image[cy - r:cy + r, cx - r:cx + r] = colour
-            boxes.append([cx - r - 0.4, cy - r - 0.7, cx + r + 0.6, cy + r + 0.2])
-        crowd = [0] * len(boxes)
-        if i % 3 == 0:
-            boxes.append([2.0, 2.0, 30.0, 20.0])
-            crowd.append(1)
-        path = folder / f"scene_{i:03d}.png"
-        cv2.imwrite(str(path), image)
-        scenes.append((path, boxes, crowd))
-    return scenes
-
-
-def _dicts(scenes, h=96, w=112):
-    return [
-        {"file_name": str(p), "image_id": f"img/{i}", "height": h, "width": w,
-         "annotations": [{"bbox": b, "bbox_mode": BoxMode.XYXY_ABS, "category_id": k % 3, "iscrowd": c, "id": k}
-                         for k, (b, c) in enumerate(zip(boxes, crowd))]}
-        for i, (p, boxes, crowd) in enumerate(scenes)
-    ]
-
-
-@pytest.fixture
-def registered():
-    names = []
-
-    def register(dicts, classes=("a", "b", "c")):
-        name = f"test_grabcut_{uuid.uuid4().hex[:8]}"
-        DatasetCatalog.register(name, lambda: [dict(d) for d in dicts])
-        MetadataCatalog.get(name).set(thing_classes=list(classes))
-        names.append(name)
-        return name
-
-    yield register
-    for name in names:
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
-
-
 def _folder_bytes(folder):
-    files = sorted(p for p in Path(folder).iterdir() if p.name != ".lock")
-    return {p.name: p.read_bytes() for p in files}
+    """Every file of a cache folder (maps, summary, manifests/...) but the (empty) lock files."""
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and not p.name.endswith(".lock"))
+    return {str(p.relative_to(folder)): p.read_bytes() for p in files}
 
 
-def test_workers_and_resume_give_identical_bytes(tmp_path, monkeypatch, registered):
-    name = registered(_dicts(_write_scenes(tmp_path / "images", 8)))
+def test_workers_and_resume_give_identical_bytes(tmp_path, scenes, monkeypatch, registered):
+    name = registered(scenes(tmp_path / "images", 8))
     monkeypatch.setenv("BOX2SEG_CACHE", str(tmp_path / "one"))
     one = prepare_dataset(name, workers=1, progress=False)
     monkeypatch.setenv("BOX2SEG_CACHE", str(tmp_path / "two"))
     two = prepare_dataset(name, workers=2, progress=False)
     assert one["computed"] == two["computed"] == 8 and one["reused"] == 0
     files = _folder_bytes(one["folder"])
-    assert len(files) == 9 and "summary.json" in files  # 8 maps + summary
+    assert len(files) == 10 and "summary.json" in files  # 8 maps + summary + the manifest
     assert files == _folder_bytes(two["folder"])
 
     # Resume: remove three maps (and the summary); the re-run computes exactly those, same bytes.
@@ -109,8 +54,8 @@ def test_workers_and_resume_give_identical_bytes(tmp_path, monkeypatch, register
     assert inst.shape == (96, 112) and (inst == G.IGNORE_INDEX).any()  # image 0 has a crowd box
 
 
-def test_bad_image_is_named_or_skipped(tmp_path, fresh_cache, registered):
-    dicts = _dicts(_write_scenes(tmp_path / "images", 3))
+def test_bad_image_is_named_or_skipped(tmp_path, scenes, fresh_cache, registered):
+    dicts = scenes(tmp_path / "images", 3)
     os.remove(dicts[1]["file_name"])
     name = registered(dicts)
     with pytest.raises(RuntimeError, match="cannot read image .*scene_001.png.*--skip-bad-images"):
@@ -122,9 +67,9 @@ def test_bad_image_is_named_or_skipped(tmp_path, fresh_cache, registered):
         G.attach_grabcut_files(name, DatasetCatalog.get(name), G.GrabCutSettings())
 
 
-def test_truncated_jpeg_is_named_and_skipped(tmp_path, fresh_cache, registered):
+def test_truncated_jpeg_is_named_and_skipped(tmp_path, scenes, fresh_cache, registered):
     """Issue 13 item 3: cv2 decoded the readable half of a truncated JPEG, so it passed silently."""
-    dicts = _dicts(_write_scenes(tmp_path / "images", 3))
+    dicts = scenes(tmp_path / "images", 3)
     cut = tmp_path / "images" / "cut.jpg"
     cv2.imwrite(str(cut), cv2.imread(dicts[1]["file_name"]))
     data = cut.read_bytes()
@@ -140,9 +85,9 @@ def test_truncated_jpeg_is_named_and_skipped(tmp_path, fresh_cache, registered):
     assert result["bad_images"] == [str(cut)] and result["computed"] + result["reused"] == 2
 
 
-def test_preparing_beside_a_cache_of_other_settings_says_so(tmp_path, fresh_cache, registered, caplog):
+def test_preparing_beside_a_cache_of_other_settings_says_so(tmp_path, scenes, fresh_cache, registered, caplog):
     """Issue 13 item 7: training (PREPARE_IF_MISSING) with other settings than prepare-grabcut's."""
-    name = registered(_dicts(_write_scenes(tmp_path / "images", 2)))
+    name = registered(scenes(tmp_path / "images", 2))
     first = prepare_dataset(name, settings=G.GrabCutSettings(core=0), workers=1, progress=False)
     with caplog.at_level("WARNING", logger="box2seg.data.grabcut"):
         prepare_dataset(name, settings=G.GrabCutSettings(), workers=1, progress=False)
@@ -152,7 +97,7 @@ def test_preparing_beside_a_cache_of_other_settings_says_so(tmp_path, fresh_cach
     assert f"box2seg prepare-grabcut --dataset {name}\n" in warning
 
 
-def test_worker_count_respects_available_memory(tmp_path, fresh_cache, registered, monkeypatch, caplog):
+def test_worker_count_respects_available_memory(tmp_path, scenes, fresh_cache, registered, monkeypatch, caplog):
     """Issue 13 item 4: 5 GiB available at 2 GiB per worker -> 2 workers, and the log says so."""
     monkeypatch.setattr(grabcut_job, "available_memory", lambda: 5 * 2**30)
     with caplog.at_level("WARNING", logger="box2seg.data.grabcut_job"):
@@ -165,5 +110,5 @@ def test_worker_count_respects_available_memory(tmp_path, fresh_cache, registere
     # The job uses it: one worker left -> it runs in this process, same bytes.
     seen = []
     monkeypatch.setattr(grabcut_job, "_run_pool", lambda *a: seen.append(a) or [])
-    name = registered(_dicts(_write_scenes(tmp_path / "images", 2)))
+    name = registered(scenes(tmp_path / "images", 2))
     assert prepare_dataset(name, workers=4, progress=False)["computed"] == 2 and not seen
