@@ -82,6 +82,8 @@ def main():
     parser.add_argument("--json-out", default=os.path.join(REPO, "bench", "results", "coco_tiny.json"))
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ... for every run")
     args = parser.parse_args()
+    if args.opts[:1] == ["--"]:  # "--variant NAME K V -- K V": the overrides for every run after a "--"
+        args.opts = args.opts[1:]
     setup_logger(name="box2seg")
     setup_logger(name="detectron2", abbrev_name="d2")
 

@@ -142,6 +142,9 @@ def add_box2seg_config(cfg):
     # a learnt scale (initially PRIOR_SCALE) times the own box's ellipse prior 1 - r^2 (docs/chips.md).
     _C.MODEL.BOX2SEG.CHIPS.ELLIPSE_PRIOR = True
     _C.MODEL.BOX2SEG.CHIPS.PRIOR_SCALE = 2.0
+    # ... and/or two box-normalised coordinate channels (u, v; -1 and 1 on the box's sides) appended to every
+    # backbone feature the decoders read, so the decoder can tell the own box's object from its neighbours.
+    _C.MODEL.BOX2SEG.CHIPS.COORD_CHANNELS = False
     # Training target of a chip: "all" (every box the chip overlaps, M as painted) or "own" (the chip's own
     # box only; M its own GrabCut mask, every other object background), docs/chips.md.
     _C.MODEL.BOX2SEG.CHIPS.TARGET = "all"
@@ -153,8 +156,8 @@ def add_box2seg_config(cfg):
     _C.MODEL.BOX2SEG.CHIPS.FALLBACK_FILL = 0.5
 
     _C.MODEL.BOX2SEG.LOSS = CN()
-    # Enabled terms; ablations remove names here: gc, fg, bg, fr, aff (the paper's), proj (BoxInst's box
-    # projection, beyond the paper).
+    # Enabled terms; ablations remove names here: gc, fg, bg, fr, aff (the paper's), proj and pair (BoxInst's
+    # box projection and colour-pairwise terms, beyond the paper).
     _C.MODEL.BOX2SEG.LOSS.TERMS = ["gc", "fg", "bg", "fr", "aff"]
     # Weight of L_GC (the y-branch against the GrabCut labels).
     _C.MODEL.BOX2SEG.LOSS.GC_WEIGHT = 1.0
@@ -176,6 +179,13 @@ def add_box2seg_config(cfg):
     _C.MODEL.BOX2SEG.LOSS.FG_PULL_CAP = 0.0
     # Weight of BoxInst's box-projection term ("proj" in TERMS; beyond the paper, docs/method.md).
     _C.MODEL.BOX2SEG.LOSS.PROJ_WEIGHT = 1.0
+    # BoxInst's colour-pairwise term ("pair" in TERMS; beyond the paper, docs/method.md): neighbours (3 x 3 at
+    # PAIR_DILATION, on a map pooled by PAIR_STRIDE) whose LAB colour similarity exp(-|dLab| / 2) is at least
+    # PAIR_THRESHOLD should get the same label, inside the boxes.
+    _C.MODEL.BOX2SEG.LOSS.PAIR_WEIGHT = 1.0
+    _C.MODEL.BOX2SEG.LOSS.PAIR_THRESHOLD = 0.3
+    _C.MODEL.BOX2SEG.LOSS.PAIR_DILATION = 2
+    _C.MODEL.BOX2SEG.LOSS.PAIR_STRIDE = 4
     # Weight of L_A_pre during the PRETRAIN_ITERS iterations.
     _C.MODEL.BOX2SEG.LOSS.AFFINITY_PRETRAIN_WEIGHT = 1.0
     # L_fg and L_fr join at this iteration (0: together with the other terms, the method as written). Before it

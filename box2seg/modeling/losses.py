@@ -35,6 +35,9 @@ __all__ = [
     "filling_rate_loss",
     "background_loss",
     "projection_loss",
+    "lab_colours",
+    "colour_similarity",
+    "pairwise_loss",
     "boundary_band",
     "sample_affinity_pixels",
     "affinity_loss",
@@ -47,7 +50,7 @@ __all__ = [
     "AFFINITY_DETACH",
 ]
 
-LOSS_TERMS = ("gc", "fg", "bg", "fr", "aff", "proj")  # "proj": BoxInst's, beyond the paper
+LOSS_TERMS = ("gc", "fg", "bg", "fr", "aff", "proj", "pair")  # "proj", "pair": BoxInst's, beyond the paper
 PAPER_TERMS = ("gc", "fg", "bg", "fr", "aff")  # the method as written
 ATTENTION_TERMS = ("fg", "fr")  # the terms that read the attention branch
 AFFINITY_DETACH = ("none", "segmentation", "embedding")
@@ -125,6 +128,61 @@ def projection_loss(
         total = total + dice
     area = box_masks.sum((1, 2))
     return torch.where(area > 0, total, torch.zeros_like(total)).sum()
+
+
+def lab_colours(rgb: torch.Tensor) -> torch.Tensor:
+    """CIE LAB (D65; L in 0..100) of (N, 3, H, W) sRGB values in 0..255, the colour space of BoxInst's
+    pairwise similarity (Euclidean distances there roughly follow perceived differences)."""
+    c = (rgb.float() / 255.0).clamp(0, 1)
+    linear = torch.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
+    m = linear.new_tensor([[0.412453, 0.357580, 0.180423],
+                           [0.212671, 0.715160, 0.072169],
+                           [0.019334, 0.119193, 0.950227]])
+    white = linear.new_tensor([0.950456, 1.0, 1.088754]).view(1, 3, 1, 1)
+    xyz = torch.einsum("ij,njhw->nihw", m, linear) / white
+    f = torch.where(xyz > 0.008856, xyz.clamp(min=1e-12) ** (1 / 3), 7.787 * xyz + 16 / 116)
+    return torch.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], dim=1)
+
+
+def _neighbours(x: torch.Tensor, dilation: int) -> torch.Tensor:
+    """(N, C, 8, h, w): each cell's 8 neighbours at ``dilation`` (3 x 3 window without its centre; 0 beyond the
+    map's edge)."""
+    n, c, h, w = x.shape
+    cols = F.unfold(x, kernel_size=3, dilation=dilation, padding=dilation).view(n, c, 9, h, w)
+    return torch.cat([cols[:, :, :4], cols[:, :, 5:]], dim=2)
+
+
+def colour_similarity(rgb: torch.Tensor, stride: int = 4, dilation: int = 2) -> torch.Tensor:
+    """(N, 8, h, w) BoxInst's colour similarity exp(-|Lab_i - Lab_j| / 2) of each cell of the ``stride``-pooled
+    image to its 8 neighbours at ``dilation``; -1 where the neighbour lies beyond the edge (never an edge).
+    rgb (N, 3, H, W) in 0..255."""
+    pooled = F.avg_pool2d(rgb.float(), stride, ceil_mode=True) if stride > 1 else rgb.float()
+    lab = lab_colours(pooled)
+    neighbours = _neighbours(lab, dilation)
+    sim = torch.exp(-(lab[:, :, None] - neighbours).norm(dim=1) / 2)
+    inside = _neighbours(torch.ones_like(lab[:, :1]), dilation)[:, 0] > 0
+    return torch.where(inside, sim, torch.full_like(sim, -1.0))
+
+
+def pairwise_loss(
+    log_probs: torch.Tensor, similarity: torch.Tensor, box_masks: torch.Tensor, valid: torch.Tensor,
+    threshold: float = 0.3, stride: int = 4, dilation: int = 2,
+) -> torch.Tensor:
+    """BoxInst's colour-pairwise term (Tian et al., CVPR 2021; beyond the Box2Seg paper): neighbouring cells of
+    similar colour should carry the same label, L = mean over edges of -log sum_c y_i(c) y_j(c), over the edges
+    from a cell inside a box to a valid neighbour with similarity >= ``threshold``. It draws the mask's edge
+    along colour edges where the GrabCut map is unsure. log_probs (C, H, W); similarity (8, h, w) from
+    :func:`colour_similarity` with the same ``stride`` and ``dilation``; box_masks (K, H, W); valid (H, W)."""
+    probs = torch.where(valid, log_probs.exp(), torch.zeros((), device=valid.device))[None]
+    pooled = F.avg_pool2d(probs, stride, ceil_mode=True)[0] if stride > 1 else probs[0]
+    ok = valid[None, None].float()
+    ok = (-F.max_pool2d(-ok, stride, ceil_mode=True) if stride > 1 else ok)[0]  # cells wholly valid
+    inside = box_masks.any(0)[None, None].float()
+    inside = (F.max_pool2d(inside, stride, ceil_mode=True) if stride > 1 else inside)[0, 0] > 0
+    same = (pooled[:, None] * _neighbours(pooled[None], dilation)[0]).sum(0)  # (8, h, w)
+    edges = (similarity >= threshold) & (inside & (ok[0] > 0))[None] & (_neighbours(ok[None], dilation)[0, 0] > 0)
+    loss = -torch.log(same.clamp(min=1e-6))
+    return _masked_sum(loss, edges, (0, 1, 2)) / edges.sum().clamp(min=1)
 
 
 def background_loss(
@@ -313,6 +371,10 @@ class Box2SegLoss(nn.Module):
         attention_start_iter: int = 0,
         w_proj: float = 1.0,
         fg_pull_cap: float = 0.0,
+        w_pair: float = 1.0,
+        pair_threshold: float = 0.3,
+        pair_stride: int = 4,
+        pair_dilation: int = 2,
     ):
         super().__init__()
         terms = tuple(terms)
@@ -327,7 +389,7 @@ class Box2SegLoss(nn.Module):
             raise ValueError(f"Box2SegLoss: aff_num_samples must be >= 2, got {aff_num_samples}")
         self.terms = tuple(t for t in LOSS_TERMS if t in terms)
         self.weights = {"gc": w_gc, "fg": w_fg, "bg": w_bg, "fr": w_fr, "aff": w_aff, "aff_pre": w_aff_pre,
-                        "proj": w_proj}
+                        "proj": w_proj, "pair": w_pair}
         self.gamma = float(gamma)
         self.aff_num_samples = int(aff_num_samples)
         self.aff_boundary_fraction = float(aff_boundary_fraction)
@@ -339,6 +401,16 @@ class Box2SegLoss(nn.Module):
         if fg_pull_cap < 0:
             raise ValueError(f"Box2SegLoss: fg_pull_cap must be >= 0 (0 = the paper's unbounded pull), got {fg_pull_cap}")
         self.fg_pull_cap = float(fg_pull_cap)
+        if pair_stride < 1 or pair_dilation < 1:
+            raise ValueError(f"Box2SegLoss: pair_stride and pair_dilation must be >= 1, got {pair_stride}, {pair_dilation}")
+        self.pair_threshold = float(pair_threshold)
+        self.pair_stride = int(pair_stride)
+        self.pair_dilation = int(pair_dilation)
+
+    def colour_similarity(self, rgb: torch.Tensor) -> torch.Tensor:
+        """The pairwise term's colour similarity of (N, 3, H, W) RGB 0..255 images, at this loss's stride and
+        dilation (the meta-architecture computes it once per batch, without gradient)."""
+        return colour_similarity(rgb, self.pair_stride, self.pair_dilation)
 
     def active_terms(self, iteration: Optional[int] = None) -> Tuple[str, ...]:
         """The enabled terms at a training iteration: L_fg and L_fr only from ``attention_start_iter`` on.
@@ -380,6 +452,7 @@ class Box2SegLoss(nn.Module):
         embeddings: Union[None, torch.Tensor, Sequence[torch.Tensor]] = None,
         generator: Optional[torch.Generator] = None,
         iteration: Optional[int] = None,
+        similarity: Union[None, torch.Tensor, Sequence[torch.Tensor]] = None,
     ) -> Dict[str, torch.Tensor]:
         """Args:
             log_probs: (Bsz, L+1, H, W) or per image (L+1, H_b, W_b) fp32 log-softmax of the y-branch.
@@ -390,6 +463,8 @@ class Box2SegLoss(nn.Module):
                 or lower (then read as their bilinear upsampling, only at the sampled pixels).
             generator: optional torch.Generator for the affinity sample.
             iteration: the training iteration, for :meth:`active_terms` (None: all enabled terms).
+            similarity: needed for "pair": (Bsz, 8, h, w) or per image (8, h_b, w_b) from
+                :meth:`colour_similarity`.
         """
         terms = self.active_terms(iteration)
         needs_alpha = "alpha" in self.branches(iteration)
@@ -411,6 +486,9 @@ class Box2SegLoss(nn.Module):
             if len(embeddings) != bsz:
                 raise ValueError(f"Box2SegLoss: {len(embeddings)} embedding maps for {bsz} targets")
 
+        if "pair" in terms and (similarity is None or len(similarity) != bsz):
+            raise ValueError("Box2SegLoss: the pairwise term needs one colour-similarity map per image")
+
         sums: Dict[str, torch.Tensor] = {}
 
         def add(name, value):
@@ -425,6 +503,9 @@ class Box2SegLoss(nn.Module):
                 add("bg", background_loss(lp, t.sure_background, t.unlabelled))
             if "proj" in terms:
                 add("proj", projection_loss(lp, t.box_masks, t.classes, t.valid))
+            if "pair" in terms:
+                add("pair", pairwise_loss(lp, similarity[b], t.box_masks, t.valid, self.pair_threshold,
+                                          self.pair_stride, self.pair_dilation))
             if needs_alpha:
                 a = alpha[b]
                 self._check("alpha", a, b, t, channels=t.classes.numel())

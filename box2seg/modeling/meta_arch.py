@@ -17,14 +17,15 @@ import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
+from detectron2.layers import ShapeSpec
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
-from ..structures import (PIXEL_CENTRES, box_pixel_masks, boxes_in_own_chips, chip_regions, crop_chips,
-                          ellipse_prior, paste_chip_probs)
+from ..structures import (PIXEL_CENTRES, box_coordinates, box_pixel_masks, boxes_in_own_chips, chip_regions,
+                          crop_chips, ellipse_prior, flip_boxes_horizontally, paste_chip_probs)
 from .box_conditioned import box_conditioned_masks, never_empty_masks, smallest_box_owner
 from .checks import check_box2seg_config
 from .decoders import build_box2seg_decoders
@@ -62,9 +63,11 @@ class Box2Seg(nn.Module):
         box_masks_at_test=True,
         box_rule="class",
         chips=None,
+        input_format="BGR",
     ):
         """``chips``: None (whole-image mode) or a dict with size, context, class_agnostic, test_batch,
-        threshold, fallback_fill (MODEL.BOX2SEG.CHIPS)."""
+        threshold, fallback_fill, ellipse_prior, prior_scale, coord_channels (MODEL.BOX2SEG.CHIPS).
+        ``input_format``: the images' channel order (INPUT.FORMAT), for the pairwise term's colours."""
         super().__init__()
         self.chips = chips
         self.class_agnostic = bool(chips and chips["class_agnostic"])
@@ -82,6 +85,8 @@ class Box2Seg(nn.Module):
         self.test_scales = tuple(test_scales)
         self.box_masks_at_test = box_masks_at_test
         self.box_rule = box_rule
+        self.coord_channels = bool(chips and chips.get("coord_channels"))
+        self.input_format = input_format
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
@@ -96,7 +101,7 @@ class Box2Seg(nn.Module):
             chips = {"size": b.CHIPS.SIZE, "context": b.CHIPS.CONTEXT, "class_agnostic": b.CHIPS.CLASS_AGNOSTIC,
                      "test_batch": b.CHIPS.TEST_BATCH, "threshold": b.CHIPS.THRESHOLD,
                      "fallback_fill": b.CHIPS.FALLBACK_FILL, "ellipse_prior": b.CHIPS.ELLIPSE_PRIOR,
-                     "prior_scale": b.CHIPS.PRIOR_SCALE}
+                     "prior_scale": b.CHIPS.PRIOR_SCALE, "coord_channels": b.CHIPS.COORD_CHANNELS}
             if b.CHIPS.CLASS_AGNOSTIC:  # the heads see one foreground class; the outputs keep the dataset's
                 head_cfg = cfg.clone()
                 head_cfg.defrost()
@@ -117,13 +122,21 @@ class Box2Seg(nn.Module):
             attention_start_iter=b.LOSS.ATTENTION_START_ITER,
             w_proj=b.LOSS.PROJ_WEIGHT,
             fg_pull_cap=b.LOSS.FG_PULL_CAP,
+            w_pair=b.LOSS.PAIR_WEIGHT,
+            pair_threshold=b.LOSS.PAIR_THRESHOLD,
+            pair_stride=b.LOSS.PAIR_STRIDE,
+            pair_dilation=b.LOSS.PAIR_DILATION,
         )
         exhaustive = all(
             MetadataCatalog.get(name).get("box_labels_exhaustive", True) for name in cfg.DATASETS.TRAIN
         )
+        feature_shape = backbone.output_shape()
+        if b.CHIPS.ENABLED and b.CHIPS.COORD_CHANNELS:  # the decoders read (u, v) beside every feature
+            feature_shape = {k: ShapeSpec(channels=v.channels + 2, height=v.height, width=v.width, stride=v.stride)
+                             for k, v in feature_shape.items()}
         return {
             "backbone": backbone,
-            "decoders": build_box2seg_decoders(head_cfg, backbone.output_shape()),
+            "decoders": build_box2seg_decoders(head_cfg, feature_shape),
             "loss": loss,
             "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES - 1,  # L: the head counts background too
             "ignore_label": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
@@ -137,6 +150,7 @@ class Box2Seg(nn.Module):
             "box_masks_at_test": b.TEST.BOX_MASKS,
             "box_rule": b.TEST.BOX_RULE,
             "chips": chips,
+            "input_format": cfg.INPUT.FORMAT,
         }
 
     @property
@@ -191,7 +205,10 @@ class Box2Seg(nn.Module):
             [i.gt_cut if i.has("gt_cut") else None for i in instances],
         )
         size = labels.shape[-2:]
-        features = self.backbone(images.tensor)
+        chip_boxes = None
+        if self.chips is not None and (self.prior_scale is not None or self.coord_channels):
+            chip_boxes = torch.stack([x["chip_box"] for x in batched_inputs]).to(self.device)
+        features = self._chip_features(images.tensor, chip_boxes)
         if self.in_pretraining():
             # Embeddings stay at decoder resolution: the loss reads them only at the sampled pixels.
             embeddings = self.decoders.forward_beta(features).float()
@@ -202,8 +219,12 @@ class Box2Seg(nn.Module):
         y, alpha, beta = out["y"], out.get("alpha"), out.get("beta")
         logits = self._upsample(y, size).float()
         if self.prior_scale is not None:
-            logits = self._with_prior(logits, torch.stack([x["chip_box"] for x in batched_inputs]).to(self.device))
+            logits = self._with_prior(logits, chip_boxes)
         log_probs = F.log_softmax(logits, dim=1)
+        similarity = None
+        if "pair" in self.loss.terms:
+            with torch.no_grad():
+                similarity = self.loss.colour_similarity(self._rgb(images.tensor)).unbind(0)
         if alpha is not None:
             # Only the present classes' channels go to full resolution (Open Images has 601).
             alpha = [self._present_attention(a, t.classes, size) for a, t in zip(alpha.unbind(0), targets)]
@@ -211,7 +232,23 @@ class Box2Seg(nn.Module):
             beta = beta.float().unbind(0)  # read at the sampled pixels only (losses._sample_pixels)
         # unbind, not [b]: autograd then stacks the per-image gradients once instead of allocating a
         # zero-filled batch-sized gradient per indexing (14% of a CPU step).
-        return self.loss(log_probs.unbind(0), targets, alpha=alpha, embeddings=beta, iteration=iteration)
+        return self.loss(log_probs.unbind(0), targets, alpha=alpha, embeddings=beta, iteration=iteration,
+                         similarity=similarity)
+
+    def _rgb(self, normalised):
+        """RGB 0..255 of normalised (N, 3, H, W) model inputs (padding becomes the mean colour)."""
+        raw = normalised * self.pixel_std + self.pixel_mean
+        return raw.flip(1) if self.input_format == "BGR" else raw
+
+    def _chip_features(self, x, chip_boxes=None):
+        """Backbone features of (N, 3, H, W) inputs; with coordinate channels each feature map gets the chips'
+        own-box coordinates (u, v) (structures.box_coordinates) appended."""
+        features = self.backbone(x)
+        if not self.coord_channels:
+            return features
+        size = x.shape[-1]
+        return {k: torch.cat([f, box_coordinates(chip_boxes, f.shape[-2], f.shape[-1], size).to(f.dtype)], dim=1)
+                for k, f in features.items()}
 
     def _present_attention(self, alpha_logits, classes, size):
         """sigmoid(alpha) of the image's present classes at input resolution: (K, H, W); K may be 0."""
@@ -299,7 +336,11 @@ class Box2Seg(nn.Module):
             x = (crop_chips(image, chunk, size) - self.pixel_mean) / self.pixel_std
             total = 0.0
             for flip in (False, True) if self.test_flip else (False,):
-                logits = self._upsample(self.decoders.forward_y(self.backbone(x.flip(-1) if flip else x)), (size, size))
+                seen = own
+                if flip and self.coord_channels:
+                    seen = own.new_tensor(flip_boxes_horizontally(own.cpu().numpy(), size))
+                features = self._chip_features(x.flip(-1) if flip else x, seen)
+                logits = self._upsample(self.decoders.forward_y(features), (size, size))
                 logits = logits.float().flip(-1) if flip else logits.float()  # back in the chip's frame
                 if self.prior_scale is not None:
                     logits = self._with_prior(logits, own)

@@ -13,6 +13,7 @@ from .boxes import (
     record_boxes,
 )
 from .chips import (
+    box_coordinates,
     boxes_in_chip,
     boxes_in_own_chips,
     chip_regions,
@@ -48,4 +49,5 @@ __all__ = [
     "flip_boxes_horizontally",
     "boxes_in_own_chips",
     "ellipse_prior",
+    "box_coordinates",
 ]

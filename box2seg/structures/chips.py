@@ -17,7 +17,7 @@ from detectron2.layers import paste_masks_in_image
 from torchvision.ops import roi_align
 
 __all__ = ["chip_regions", "boxes_in_chip", "crop_chips", "paste_chip_probs", "sample_label_chip",
-           "flip_boxes_horizontally", "boxes_in_own_chips", "ellipse_prior"]
+           "flip_boxes_horizontally", "boxes_in_own_chips", "ellipse_prior", "box_coordinates"]
 
 
 def chip_regions(boxes, context, scale_jitter=0.0, shift_jitter=0.0, rng=None):
@@ -123,3 +123,18 @@ def ellipse_prior(chip_boxes, size):
     rx, ry = ((b[:, 2] - b[:, 0]) / 2).clamp(min=0.5), ((b[:, 3] - b[:, 1]) / 2).clamp(min=0.5)
     r2 = ((c[None, None, :] - cx) / rx) ** 2 + ((c[None, :, None] - cy) / ry) ** 2
     return (1 - r2).clamp(-1, 1)
+
+
+def box_coordinates(chip_boxes, height, width, chip_size, limit=2.0):
+    """(N, 2, height, width) box-normalised coordinates of a (height x width) map over each chip: u = (x - cx) /
+    (w / 2), v = (y - cy) / (h / 2) of the chip's own box at the cell centres (-1 and 1 on the box's sides),
+    clipped to [-limit, limit]. Chip mode's coordinate channels: with them the decoder knows, at every
+    feature, where it lies relative to the box it is asked about."""
+    b = chip_boxes.float().reshape(-1, 4)[:, :, None, None]
+    xs = (torch.arange(width, dtype=torch.float32, device=b.device) + 0.5) * (chip_size / width)
+    ys = (torch.arange(height, dtype=torch.float32, device=b.device) + 0.5) * (chip_size / height)
+    cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+    rx, ry = ((b[:, 2] - b[:, 0]) / 2).clamp(min=0.5), ((b[:, 3] - b[:, 1]) / 2).clamp(min=0.5)
+    u = ((xs[None, None, :] - cx) / rx).expand(-1, height, width)
+    v = ((ys[None, :, None] - cy) / ry).expand(-1, height, width)
+    return torch.stack([u, v], dim=1).clamp(-limit, limit)

@@ -136,3 +136,47 @@ def test_own_target_keeps_only_the_chips_own_box_and_its_grabcut_mask(chip_cfg):
     cfg.MODEL.BOX2SEG.CHIPS.TARGET = "mine"
     with pytest.raises(ValueError, match="CHIPS.TARGET"):
         ChipDatasetMapper(cfg, records)
+
+
+def test_coordinate_channels_and_pairwise_term_train_and_predict_with_flips(chip_cfg):
+    records = _records(chip_cfg)
+    cfg = chip_cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.BOX2SEG.CHIPS.COORD_CHANNELS = True
+    cfg.MODEL.BOX2SEG.CHIPS.TARGET = "own"
+    cfg.MODEL.BOX2SEG.LOSS.TERMS = ["gc", "bg", "proj", "pair"]
+    cfg.MODEL.BOX2SEG.TEST.FLIP = True
+    mapper = ChipDatasetMapper(cfg, records)
+    batch = [mapper(item) for item in chip_items(records)[:3]]
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    plain = build_model(chip_cfg)
+    def first_lateral(m):  # the (shared or the y-branch's own) UPerNet trunk's finest lateral conv
+        return (m.decoders.trunk or m.decoders.y_head.trunk).lateral_convs[0]
+
+    lateral = first_lateral(model)
+    assert lateral.in_channels == first_lateral(plain).in_channels + 2  # (u, v)
+    with EventStorage(5):
+        losses = model(batch)
+    assert set(losses) == {"loss_gc", "loss_bg", "loss_proj", "loss_pair"}
+    sum(losses.values()).backward()
+    assert lateral.weight.grad[:, -2:].abs().sum() > 0  # the coordinates reach the decoder
+
+    model.eval()
+    inst = Instances((64, 64))
+    inst.gt_boxes = Boxes(torch.tensor([[4.0, 6.0, 40.0, 50.0], [30.0, 10.0, 60.0, 30.0]]))
+    inst.gt_classes = torch.tensor([0, 1])
+    image = torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        probs = model.chip_box_probs({"image": image, "instances": inst})[0]
+        mirrored = model.chip_box_probs({"image": image.flip(-1), "instances": _mirrored(inst, 64)})[0]
+    # With flips averaged, a mirrored image and mirrored boxes give the mirrored probabilities.
+    assert (probs.float() - mirrored.flip(-1).float()).abs().max() <= 2  # uint8 x 255 rounding
+
+
+def _mirrored(inst, width):
+    out = Instances(inst.image_size)
+    b = inst.gt_boxes.tensor.clone()
+    out.gt_boxes = Boxes(torch.stack([width - b[:, 2], b[:, 1], width - b[:, 0], b[:, 3]], 1))
+    out.gt_classes = inst.gt_classes
+    return out

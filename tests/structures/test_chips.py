@@ -96,3 +96,16 @@ def test_ellipse_prior_is_one_at_the_centre_and_zero_on_the_ellipse():
     assert prior[int(cy), int(cx)] > 0.99
     assert 0 < prior[int(cy), int(own[0, 2].item()) - 1] < 0.1  # the last pixel centre inside the right end
     assert prior[0, 0] == -1
+
+
+def test_box_coordinates_are_minus_one_and_one_on_the_box_sides():
+    from box2seg.structures import box_coordinates
+
+    coords = box_coordinates(torch.tensor([[32.0, 48.0, 96.0, 80.0]]), 128, 128, 128)
+    assert coords.shape == (1, 2, 128, 128)
+    u, v = coords[0]
+    assert u[0, 64].item() == pytest.approx(0.5 / 32) and v[64, 0].item() == pytest.approx(0.5 / 16)
+    assert u[0, 95].item() == pytest.approx(1 - 0.5 / 32) and u[0, 32].item() == pytest.approx(-1 + 0.5 / 32)
+    assert v.min() == -2 and v.max() == 2 and u.min() > -2  # clipped far from the box only
+    coarse = box_coordinates(torch.tensor([[32.0, 48.0, 96.0, 80.0]]), 4, 4, 128)  # a stride-32 map
+    assert coarse[0, 0, 0].tolist() == pytest.approx([-1.5, -0.5, 0.5, 1.5])
