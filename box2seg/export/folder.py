@@ -3,13 +3,16 @@
 ::
 
     DIR/pseudo_masks.json                   the COCO JSON (unsharded run: at its end; sharded: ``--merge DIR``)
+    DIR/pseudo_masks.index.npz              its index (:mod:`.indexed`): training reads entries by offset
     DIR/summary.json                        counts over the whole export (written with pseudo_masks.json)
     DIR/labels/<image id>.png               argmax of ``sem_seg``: 0 background, class + 1 (uint8; uint16 when
                                             the dataset's ignore_label is 65535)
     DIR/parts/<image id>.json               one image's annotations: the resume state
-    DIR/shards/shard-IIIII-of-NNNNN.json    one shard's annotations (I, N zero-padded to five digits), written
-                                            when all its images are done
-    DIR/header.json                         the run's fingerprint and the JSON's non-annotation sections
+    DIR/shards/shard-IIIII-of-NNNNN.json    one shard's COCO JSON (its images and annotations; I, N zero-padded
+                                            to five digits), written when all its images are done, with its
+                                            index ``shard-IIIII-of-NNNNN.index.npz``
+    DIR/header.json                         the run's fingerprint and the JSON's small sections
+    DIR/header_images.jsonl                 the JSON's ``images`` section, one entry a line (streamed by merge)
     DIR/.lock, DIR/.shard-I-of-N.lock       the folder's lock (header, merge) and one shard job's lock
 
 Every file is written by an atomic rename (:func:`box2seg.data.cache.atomic_write_bytes`), so a killed job
@@ -18,16 +21,17 @@ files only, so a concurrent shard's in-flight ones are never touched.
 """
 import contextlib
 import json
-import os
 import re
 from pathlib import Path
 
 from ..data.cache import CacheBusyError, file_lock, remove_stale_temps  # noqa: F401  (re-exported)
+from ..data.shards import shard_file_name
 
 __all__ = [
     "ExportError",
     "OUTPUT_FILE",
     "HEADER_FILE",
+    "HEADER_IMAGES_FILE",
     "SUMMARY_FILE",
     "shard_name",
     "find_shards",
@@ -40,6 +44,7 @@ __all__ = [
 
 OUTPUT_FILE = "pseudo_masks.json"
 HEADER_FILE = "header.json"
+HEADER_IMAGES_FILE = "header_images.jsonl"
 SUMMARY_FILE = "summary.json"
 _SHARD_FILE = re.compile(r"^shard-(\d+)-of-(\d+)\.json$")
 
@@ -50,7 +55,7 @@ class ExportError(RuntimeError):
 
 def shard_name(shard, num_shards):
     """``shard-00003-of-00008.json``: zero-padded, so a listing sorts by shard."""
-    return f"shard-{shard:05d}-of-{num_shards:05d}.json"
+    return shard_file_name((shard, num_shards), "json")
 
 
 def find_shards(folder):

@@ -10,7 +10,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import re
 import time
 from pathlib import Path
 
@@ -22,13 +21,15 @@ from detectron2.modeling import build_model
 from detectron2.utils.file_io import PathManager
 from tqdm import tqdm
 
+from ..data import shards as data_shards
 from ..data.cache import annotations_hash, atomic_write_bytes, folder_lock, safe_name, stable_hash
 from ..data.datasets.common import ignore_label_for
 from ..data.grabcut import GrabCutSettings
 from ..data.mapper import Box2SegDatasetMapper
 from ..engine import check_num_classes, load_weights
-from .folder import (HEADER_FILE, OUTPUT_FILE, ExportError, dumps, fingerprint_diff, read_json, remove_stale_temps,
-                     shard_lock, shard_name)
+from .folder import (HEADER_FILE, HEADER_IMAGES_FILE, OUTPUT_FILE, ExportError, dumps, fingerprint_diff, read_json,
+                     remove_stale_temps, shard_lock, shard_name)
+from .indexed import index_path, write_indexed_coco
 from .masks import GrabCutMaps, image_part, record_masks, record_scores, sum_stats
 from .merge import SHARD_FORMAT, merge_shards
 from .source import Source
@@ -37,15 +38,16 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["EXPORT_VERSION", "parse_shard", "export_config", "export_fingerprint", "export_dataset"]
 
-EXPORT_VERSION = 1  # bump when the output format or the mask rule changes: part of the fingerprint
+EXPORT_VERSION = 2  # bump when the output format or the mask rule changes: part of the fingerprint
+# 2: shard files are indexed COCO JSONs (.index.npz beside them), the header's images in header_images.jsonl
 
 
 def parse_shard(text):
-    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N``."""
-    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
-    if not match or int(match.group(2)) < 1 or int(match.group(1)) >= int(match.group(2)):
-        raise ExportError(f"--shard {text!r}: expected I/N with 0 <= I < N, e.g. 0/4")
-    return int(match.group(1)), int(match.group(2))
+    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N`` (:func:`box2seg.data.shards.parse_shard`, as ExportError)."""
+    try:
+        return data_shards.parse_shard(text)
+    except data_shards.ShardSpecError as e:
+        raise ExportError(str(e)) from None
 
 
 def export_config(cfg, dataset_name):
@@ -111,7 +113,8 @@ def _image_names(dataset_name, dicts):
 
 def _write_header(output, fingerprint, source, dicts, force):
     """Claim ``output`` for this fingerprint (under the folder lock): a folder of another export is refused,
-    or with ``force`` taken over (its stale merged JSON removed)."""
+    or with ``force`` taken over (its stale merged JSON removed). The image list goes to its own file, one
+    entry a line, so that the merge streams it (the header stays small)."""
     header_path = output / HEADER_FILE
     existing = read_json(header_path) if header_path.is_file() else None
     if existing is not None and existing.get("fingerprint") != fingerprint:
@@ -120,13 +123,30 @@ def _write_header(output, fingerprint, source, dicts, force):
                 f"{output} holds an export made with different inputs "
                 f"({fingerprint_diff(existing.get('fingerprint') or {}, fingerprint)}); use --force to "
                 "replace it or choose another --output")
-        with contextlib.suppress(FileNotFoundError):
-            (output / OUTPUT_FILE).unlink()  # stale: made by another model / dataset
-    remove_stale_temps(output, {Path(HEADER_FILE).stem})
+        for stale in (output / OUTPUT_FILE, index_path(output / OUTPUT_FILE)):  # made by another model / dataset
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
+    remove_stale_temps(output, {Path(HEADER_FILE).stem, Path(HEADER_IMAGES_FILE).stem})
     if existing is None or existing.get("fingerprint") != fingerprint:
-        atomic_write_bytes(header_path, dumps({
-            "fingerprint": fingerprint, "header": source.header, "source_annotations": source.num_source,
+        images = source.header.get("images") or []
+        atomic_write_bytes(output / HEADER_IMAGES_FILE, b"".join(dumps(image) + b"\n" for image in images))
+        atomic_write_bytes(header_path, dumps({  # last: marks the header complete
+            "fingerprint": fingerprint,
+            "sections": [[k, None if k in ("images", "annotations") else v] for k, v in source.header.items()],
+            "images": len(images), "source_annotations": source.num_source,
             "loaded_annotations": sum(len(r.get("annotations", [])) for r in dicts)}))
+
+
+def _write_shard_file(shard_file, source, dicts, mine, parts, meta):
+    """The shard's own COCO JSON (its images, its annotations in source order) with its index."""
+    header_images = source.header.get("images") or []
+    position = {image["id"]: p for p, image in enumerate(header_images)}
+    shard_images = sorted(position[dicts[i]["image_id"]] for i in mine)
+    local = {p: k for k, p in enumerate(shard_images)}
+    entries = sorted((order, local[position[dicts[i]["image_id"]]], bool(ann.get("iscrowd", 0)), dumps(ann))
+                     for i in mine for order, ann in parts[i]["annotations"])
+    return write_indexed_coco(shard_file, list(source.header.items()),
+                              ((p, dumps(header_images[p])) for p in shard_images), entries, meta)
 
 
 def export_dataset(cfg, dataset_name, output, shard=(0, 1), force=False, progress=True, model=None,
@@ -167,10 +187,11 @@ def export_dataset(cfg, dataset_name, output, shard=(0, 1), force=False, progres
         stems = {names[i] for i in mine}
         for folder in (parts_dir, labels_dir):
             remove_stale_temps(folder, stems)
-        remove_stale_temps(shards_dir, {shard_file.stem})
+        remove_stale_temps(shards_dir, {shard_file.stem, index_path(shard_file).stem})
         if force:
-            with contextlib.suppress(FileNotFoundError):
-                shard_file.unlink()
+            for stale in (shard_file, index_path(shard_file)):
+                with contextlib.suppress(FileNotFoundError):
+                    stale.unlink()
 
         parts = {}
         if not force:
@@ -218,11 +239,10 @@ def export_dataset(cfg, dataset_name, output, shard=(0, 1), force=False, progres
         if missing:
             raise RuntimeError(f"export {dataset_name}: {len(missing)} images of shard {index}/{num_shards} were "
                                f"not processed (first: {missing[:3]})")
-        annotations = sorted((a for i in mine for a in parts[i]["annotations"]), key=lambda item: item[0])
         stats = sum_stats([parts[i]["stats"] for i in mine])
-        atomic_write_bytes(shard_file, dumps({
-            "format": SHARD_FORMAT, "fingerprint": fingerprint, "shard": index,
-            "num_shards": num_shards, "images": len(mine), "stats": stats, "annotations": annotations}))
+        _write_shard_file(shard_file, source, dicts, mine, parts, {
+            "format": SHARD_FORMAT, "fingerprint": fingerprint, "shard": index, "num_shards": num_shards,
+            "images": len(mine), "stats": stats})
 
     summary = {"dataset": dataset_name, "shard": index, "num_shards": num_shards, "images": len(mine),
                "computed": len(pending), "reused": reused, **stats, "grabcut_computed": grabcut_maps.computed,
