@@ -116,6 +116,9 @@ def add_box2seg_config(cfg):
     # Decoder layout (modeling/decoders/registry.py; results must name it): "faithful" = three independent
     # UPerNets, the paper's; "shared" = one UPerNet trunk computed once plus a light tower per branch.
     _C.MODEL.BOX2SEG.DECODER_MODE = "faithful"
+    # "shared" mode only (beyond the paper): the alpha and beta towers read the shared trunk's output detached,
+    # so L_fg, L_fr and L_A train their own towers but never reshape the trunk y's predictions come from.
+    _C.MODEL.BOX2SEG.ISOLATE_SHARED_TRUNK = False
     # The alpha-decoder, from ATTENTION_HEAD_REGISTRY (the y-decoder is MODEL.SEM_SEG_HEAD.NAME).
     _C.MODEL.BOX2SEG.ATTENTION_HEAD_NAME = "UPerNetAttentionHead"
     # The beta-decoder, from EMBEDDING_HEAD_REGISTRY.
@@ -243,4 +246,22 @@ def add_box2seg_config(cfg):
     # "FrozenBN": ImageNet statistics and affine fixed (small per-device batches, detectron2's default
     # for pretrained backbones); "BN": trainable, batch statistics; "SyncBN": across GPUs.
     _C.MODEL.EFFICIENTNET.NORM = "FrozenBN"
+
+    # Pixel labels where they exist (data/pixel_labels.py, docs/method.md "Pixel labels"): chosen training
+    # images train on their true mask (the annotations' segmentation, else the semantic label map) as M.
+    _C.MODEL.BOX2SEG.PIXEL_LABELS = CN()
+    _C.MODEL.BOX2SEG.PIXEL_LABELS.ENABLED = False
+    # How the mask images train: "ce" = only cross-entropy on the mask (L_GC with M = the mask; the paper's
+    # fine-tuning); "box2seg" = every enabled term with M = the mask (filling rates, L_fr and the embedding
+    # pre-training read it; the paper's attention-weighted loss with full masks). Box-only images: Box2Seg.
+    _C.MODEL.BOX2SEG.PIXEL_LABELS.MODE = "ce"
+    # Candidates: the training images that are also images (same file) of these registered datasets, e.g.
+    # VOC train inside trainaug; empty = every training image ...
+    _C.MODEL.BOX2SEG.PIXEL_LABELS.DATASETS = []
+    # ... and among them only these image ids (strings or numbers); empty = no restriction ...
+    _C.MODEL.BOX2SEG.PIXEL_LABELS.IDS = []
+    # ... of which round(FRACTION x n) carry masks, the first of a permutation drawn with SEED (so one seed's
+    # smaller fraction picks a subset of a larger one's images).
+    _C.MODEL.BOX2SEG.PIXEL_LABELS.FRACTION = 1.0
+    _C.MODEL.BOX2SEG.PIXEL_LABELS.SEED = 0
     return cfg

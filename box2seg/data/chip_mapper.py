@@ -5,7 +5,8 @@ normalised scale (``structures.chips``: the box's longer side at ``size / (1 + 2
 jittered scale and centre and a horizontal flip. A chip carries what the whole-image mapper's output does,
 in the chip's frame, so the model and every loss are unchanged: the image, the GrabCut class map M (ignore
 outside the image) and every box the chip overlaps (its in-chip part; ``gt_cut`` marks a box the chip edge
-clips, which the filling-rate hinge leaves out because only part of its object is in view).
+clips, which the filling-rate hinge leaves out because only part of its object is in view). An image that
+carries pixel labels (``data.pixel_labels``) gives chips of its true mask instead of GrabCut's.
 
 The training set of chip mode lists (record index, annotation index) items, one per non-crowd box
 (:func:`chip_items`), so seeded shuffling of items is seeded chip sampling; the records themselves are kept
@@ -19,9 +20,10 @@ from detectron2.data import detection_utils as utils
 from detectron2.structures import Boxes, Instances
 
 from ..structures import boxes_in_chip, chip_regions, crop_chips, flip_boxes_horizontally, record_boxes, sample_label_chip
-from .grabcut import IGNORE_INDEX
+from .grabcut import IGNORE_INDEX, own_grabcut_mask, read_png_stats
 from .images import read_image
 from .mapper import Box2SegDatasetMapper
+from .pixel_labels import true_own_labels
 
 __all__ = ["CHIP_TARGETS", "ChipDatasetMapper", "chip_items"]
 
@@ -44,7 +46,8 @@ class ChipDatasetMapper(Box2SegDatasetMapper):
     Output keys: ``image`` (uint8 3 x size x size), ``grabcut_labels`` (int64, ignore outside the image),
     ``instances`` (gt_boxes in chip pixels, gt_classes, gt_is_crowd, gt_cut), ``height`` = ``width`` = size,
     ``file_name``, ``image_id``, ``chip_region`` (the region in image pixels, XYXY), ``chip_box`` (the chip's own
-    box in chip pixels, after the flip).
+    box in chip pixels, after the flip), ``supervision`` (as the whole-image mapper's: a chip of an image with
+    pixel labels is cut from its true mask).
     """
 
     @configurable
@@ -88,15 +91,21 @@ class ChipDatasetMapper(Box2SegDatasetMapper):
         image = read_image(record["file_name"], format=self.image_format)
         utils.check_image_size(record, image)
         boxes, classes, crowd = record_boxes(record)
+        supervision = record.get("supervision", "boxes")
         if self.target == "own":
-            # The own box's GrabCut mask as its class, everything else background; crowd stays ignore.
-            instance_map = self._instance_map(record, image.shape[:2])
-            labels = np.where(instance_map == annotation_index + 1, classes[annotation_index] + 1, 0)
-            labels = np.where(instance_map == IGNORE_INDEX, self.ignore_label, labels).astype(np.int64)
+            if supervision == "boxes":
+                # The own box's GrabCut mask (before painting: what smaller boxes took is given back) as its
+                # class, everything else background; crowd stays ignore.
+                instance_map = self._instance_map(record, image.shape[:2])
+                own_mask = own_grabcut_mask(instance_map, read_png_stats(record["grabcut_file_name"]), annotation_index)
+                labels = np.where(own_mask, classes[annotation_index] + 1, 0)
+                labels = np.where(instance_map == IGNORE_INDEX, self.ignore_label, labels).astype(np.int64)
+            else:  # an image with pixel labels: the own box's true mask, the same way
+                labels = true_own_labels(record, annotation_index, classes, self.ignore_label).astype(np.int64)
             own = slice(annotation_index, annotation_index + 1)
             boxes, classes, crowd, annotation_index = boxes[own], classes[own], crowd[own], 0
         else:
-            labels = self._grabcut_class_map(record, classes, image.shape[:2])
+            labels = self._class_map(record, classes, image.shape[:2])
 
         region = chip_regions(boxes[annotation_index:annotation_index + 1], self.context,
                               self.scale_jitter, self.shift_jitter)[0]
@@ -125,6 +134,7 @@ class ChipDatasetMapper(Box2SegDatasetMapper):
             "instances": instances,
             "chip_region": torch.as_tensor(region, dtype=torch.float32),
             "chip_box": torch.as_tensor(chip_boxes[own], dtype=torch.float32),
+            "supervision": supervision,
         }
         if "verified_classes" in record:
             out["verified_classes"] = torch.as_tensor(record["verified_classes"], dtype=torch.int64)

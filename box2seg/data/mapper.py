@@ -3,7 +3,9 @@
 Like detectron2's ``DatasetMapper`` (boxes) and DeepLab's semantic mapper (label maps), but with both at
 once: the same resize / crop / flip is applied to the image, the boxes and M, so a box still frames its
 object in M after augmentation. M is built from the cached GrabCut *instance* map before augmentation
-(instance index -> class + 1), so nothing later needs the per-instance map.
+(instance index -> class + 1), so nothing later needs the per-instance map. An image that carries pixel
+labels (``data.pixel_labels``: fine-tuning on masks, the attention loss with full masks) gets its true mask
+as M instead, and its ``supervision`` tells the loss how to use it.
 
 Padding: an absolute crop larger than the resized image first pads the image (value 0) and every label map
 (value ``ignore_label``) up to the crop size, so pixels outside the original image are never background.
@@ -30,6 +32,7 @@ from ..structures import PIXELS_TOUCHED, box_union_mask, record_boxes
 from .datasets.common import ignore_label_for
 from .grabcut import instance_map_to_labels, load_instance_map
 from .images import read_image
+from .pixel_labels import true_class_map
 
 __all__ = ["Box2SegDatasetMapper", "PadToSize", "build_box2seg_augmentations", "apply_segmentation"]
 
@@ -102,7 +105,9 @@ class Box2SegDatasetMapper:
     Output keys: ``image`` (uint8 CxHxW, ``image_format``), ``instances`` (gt_boxes, gt_classes,
     gt_is_crowd, in output-image coordinates), ``grabcut_labels`` (int64 HxW: 0 background, class + 1,
     ``ignore_label`` on padding / crowd / dropped boxes), ``height``, ``width``, ``file_name``,
-    ``image_id``, ``num_dropped_boxes``; ``verified_classes`` when the record has it.
+    ``image_id``, ``num_dropped_boxes``; ``verified_classes`` when the record has it; in training
+    ``supervision`` ("boxes", or "mask" / "mask_ce" for an image whose ``grabcut_labels`` are its true mask,
+    ``data.pixel_labels``).
     """
 
     @configurable
@@ -167,12 +172,23 @@ class Box2SegDatasetMapper:
         labels = np.asarray(instance_map_to_labels(self._instance_map(record, shape), classes, self.ignore_label))
         return labels.astype(_label_dtype(self.ignore_label), copy=False)
 
+    def _class_map(self, record, classes, shape):
+        """M before augmentation: the true mask for a record that carries pixel labels (``supervision`` other
+        than "boxes", set by ``data.pixel_labels.mark_pixel_labels``), else GrabCut's map."""
+        if not self.is_train or record.get("supervision", "boxes") == "boxes":
+            return self._grabcut_class_map(record, classes, shape)
+        labels = true_class_map(record, classes, self.ignore_label)
+        if labels.shape != tuple(shape):
+            raise ValueError(f"the true mask of image {record['file_name']} is {labels.shape[1]}x{labels.shape[0]} "
+                             f"but the image is {shape[1]}x{shape[0]}")
+        return labels
+
     def __call__(self, dataset_dict):
         record = copy.deepcopy(dataset_dict)  # it will be modified below
         image = read_image(record["file_name"], format=self.image_format)
         utils.check_image_size(record, image)
         boxes, classes, crowd = record_boxes(record)
-        grabcut_map = self._grabcut_class_map(record, classes, image.shape[:2])
+        grabcut_map = self._class_map(record, classes, image.shape[:2])
 
         image_shape = image.shape[:2]
         aug_input = T.AugInput(image, boxes=boxes.copy())
@@ -210,6 +226,8 @@ class Box2SegDatasetMapper:
             out["grabcut_labels"] = torch.from_numpy(np.ascontiguousarray(labels))
         if "verified_classes" in record:
             out["verified_classes"] = torch.as_tensor(record["verified_classes"], dtype=torch.int64)
+        if self.is_train:
+            out["supervision"] = record.get("supervision", "boxes")
 
         instances = Instances((h, w))
         instances.gt_boxes = Boxes(torch.as_tensor(clipped[keep], dtype=torch.float32).reshape(-1, 4))

@@ -9,6 +9,7 @@ from ..data.grabcut import GrabCutSettings, attach_grabcut_files, grabcut_cache_
 from ..data.grabcut_job import prepare_dataset
 from ..data.chip_mapper import ChipDatasetMapper, chip_items
 from ..data.mapper import Box2SegDatasetMapper
+from ..data.pixel_labels import mark_pixel_labels
 
 __all__ = [
     "GrabCutNotPreparedError",
@@ -68,6 +69,7 @@ def train_dicts_with_grabcut(cfg):
         dicts.extend(records)
     if not dicts:
         raise ValueError(f"DATASETS.TRAIN={tuple(cfg.DATASETS.TRAIN)} gives no images")
+    mark_pixel_labels(cfg, dicts)  # MODEL.BOX2SEG.PIXEL_LABELS: which images train on their true mask
     return dicts
 
 

@@ -347,6 +347,10 @@ def gather_present(alpha: torch.Tensor, targets: Sequence[ImageTargets]) -> List
 class Box2SegLoss(nn.Module):
     """L = w_GC L_GC + w_fg L_fg + w_bg L_bg + w_fr L_fr + w_A L_A, each term averaged over the batch.
 
+    Pixel labels (``ImageTargets.supervision``): an image whose M is its true mask trains like any other
+    ("mask"), or, in ``ce`` mode ("mask_ce"), with L_GC alone (plain cross-entropy on the mask) and 0 in every
+    other term; the batch mean still divides by every image, so L is the mean of the per-image losses.
+
     ``forward`` returns a detectron2-style dict with one weighted scalar per enabled term
     ({"loss_gc", "loss_fg", "loss_bg", "loss_fr", "loss_aff"}); ``pretrain`` returns {"loss_aff_pre"}.
     ``terms`` lists the enabled terms (ablations switch terms off here, not by zero weights, so that a
@@ -497,6 +501,10 @@ class Box2SegLoss(nn.Module):
         for b, t in enumerate(targets):
             lp = log_probs[b]
             self._check("log_probs", lp, b, t)
+            if t.supervision == "mask_ce":
+                self._cross_entropy_only(add, terms, lp, t, b, alpha if needs_alpha else None,
+                                         embeddings if "aff" in terms else None)
+                continue
             if "gc" in terms:
                 add("gc", grabcut_loss(lp, t.labels, t.valid))
             if "bg" in terms:
@@ -519,18 +527,43 @@ class Box2SegLoss(nn.Module):
                 add("aff", affinity_loss(e, lp, self.sample(t, generator), self.aff_detach))
         return {f"loss_{k}": self.weights[k] * sums[k] / bsz for k in terms}
 
+    @staticmethod
+    def _cross_entropy_only(add, terms, lp, t, b, alpha, embeddings):
+        """An image with pixel labels in ``ce`` mode (``t.supervision == "mask_ce"``): plain cross-entropy on its
+        mask (L_GC with M the mask) and nothing else. Every other active term gets an exact 0 still attached
+        to the branch it reads, so the loss dict keeps its keys and every decoder its gradient (DDP)."""
+        if "gc" not in terms:
+            raise ValueError(f"Box2SegLoss: image {b} has pixel labels in 'ce' mode, which trains L_GC, but the "
+                             f"active terms {terms} leave out 'gc'")
+        add("gc", grabcut_loss(lp, t.labels, t.valid))
+        zero = _masked_sum(lp, torch.zeros_like(t.valid), (0, 1, 2))
+        for name in terms:
+            if name == "gc":
+                continue
+            if name in ATTENTION_TERMS and alpha is not None:
+                add(name, _masked_sum(alpha[b], torch.zeros_like(alpha[b], dtype=torch.bool), (0, 1, 2)))
+            elif name == "aff":
+                add(name, _masked_sum(embeddings[b], torch.zeros_like(embeddings[b], dtype=torch.bool), (0, 1, 2)))
+            else:
+                add(name, zero)
+
     def pretrain(
         self,
         embeddings: Union[torch.Tensor, Sequence[torch.Tensor]],
         targets: Sequence[ImageTargets],
         generator: Optional[torch.Generator] = None,
     ) -> Dict[str, torch.Tensor]:
-        """Embedding pre-training on the GrabCut maps: {"loss_aff_pre": w_aff_pre * mean_b L_A_pre}."""
+        """Embedding pre-training on the GrabCut maps (the true masks of pixel-labelled images in ``box2seg``
+        mode; ``ce`` mode's images add 0): {"loss_aff_pre": w_aff_pre * mean_b L_A_pre}."""
         bsz = len(targets)
         if bsz == 0 or len(embeddings) != bsz:
             raise ValueError(f"Box2SegLoss.pretrain: {len(embeddings)} embedding maps for {bsz} targets")
         total = 0.0
         for b, t in enumerate(targets):
             self._check("embeddings", embeddings[b], b, t, any_size=True)
+            if t.supervision == "mask_ce":  # "ce" mode trains only L_GC on the mask: an attached exact 0
+                e = embeddings[b]
+                total = total + _masked_sum(e, torch.zeros_like(e, dtype=torch.bool), (0, 1, 2))
+                continue
             total = total + affinity_pretrain_loss(embeddings[b], t.labels, self.sample(t, generator))
         return {"loss_aff_pre": self.weights["aff_pre"] * total / bsz}

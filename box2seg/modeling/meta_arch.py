@@ -203,6 +203,7 @@ class Box2Seg(nn.Module):
             self.ignore_label,
             unlabelled,
             [i.gt_cut if i.has("gt_cut") else None for i in instances],
+            [x.get("supervision", "boxes") for x in batched_inputs],
         )
         size = labels.shape[-2:]
         chip_boxes = None

@@ -1,7 +1,7 @@
 """Box-derived training targets of Box2Seg (method section "Inputs per training image").
 
 Computed on the model's device, per training sample *after* augmentation, from the sample's boxes and
-its GrabCut class map M:
+its class map M (GrabCut's, or the true mask of an image with pixel labels: ``ImageTargets.supervision``):
 
 * ``B(i, c)`` for c >= 1 ("box masks"): 1 where pixel i lies inside at least one non-crowd box of class c;
 * ``B(i, 0)`` ("sure background"): 1 where pixel i lies outside every box, crowd boxes included;
@@ -26,7 +26,11 @@ import torch
 
 from ..structures import PIXEL_CENTRES, box_union_mask
 
-__all__ = ["ImageTargets", "unlabelled_classes", "build_targets"]
+__all__ = ["ImageTargets", "SUPERVISIONS", "unlabelled_classes", "build_targets"]
+
+# What M is and how the loss uses it (data/pixel_labels.py): "boxes" = GrabCut's map, every enabled term;
+# "mask" = the true mask, every enabled term; "mask_ce" = the true mask, only its cross-entropy (L_GC).
+SUPERVISIONS = ("boxes", "mask", "mask_ce")
 
 
 def unlabelled_classes(
@@ -62,6 +66,8 @@ class ImageTargets:
                       background variant.
     filling_rate_included: None (all) or (K,) bool, classes the filling-rate hinge reads (chip mode leaves
                       out a class with a box the chip edge cuts).
+    supervision:      one of ``SUPERVISIONS``: "boxes" (M from GrabCut), "mask" or "mask_ce" (M the true mask;
+                      "mask_ce" gets only the cross-entropy on it).
     """
 
     classes: torch.Tensor
@@ -73,6 +79,7 @@ class ImageTargets:
     labels: torch.Tensor
     unlabelled: Optional[torch.Tensor] = None
     filling_rate_included: Optional[torch.Tensor] = None
+    supervision: str = "boxes"
 
     @property
     def inside_boxes(self) -> torch.Tensor:
@@ -97,6 +104,7 @@ def build_targets(
     ignore_label: int,
     unlabelled: Optional[Sequence[Optional[torch.Tensor]]] = None,
     gt_cut: Optional[Sequence[Optional[torch.Tensor]]] = None,
+    supervision: Optional[Sequence[str]] = None,
 ) -> List[ImageTargets]:
     """Targets for a batch, vectorised over images, boxes and pixels.
 
@@ -114,6 +122,7 @@ def build_targets(
             (see :func:`unlabelled_classes`).
         gt_cut: optional per image (N_b,) bool or None: boxes cut by a chip edge; a class with one is left
             out of the filling-rate hinge (``ImageTargets.filling_rate_included``).
+        supervision: optional per image one of ``SUPERVISIONS`` (the mapper's "supervision"; default "boxes").
     Returns:
         list of Bsz :class:`ImageTargets`. Masks of all images are built in one (sum_b K_b, H, W) pass;
         each image's fields are views into it.
@@ -124,6 +133,9 @@ def build_targets(
             f"build_targets: {bsz} gt_boxes entries but {len(gt_classes)} gt_classes"
             + ("" if gt_is_crowd is None else f" and {len(gt_is_crowd)} gt_is_crowd")
         )
+    supervision = ["boxes"] * bsz if supervision is None else list(supervision)
+    if len(supervision) != bsz or any(s not in SUPERVISIONS for s in supervision):
+        raise ValueError(f"build_targets: supervision must be {bsz} values among {SUPERVISIONS}, got {supervision}")
     if isinstance(grabcut_labels, torch.Tensor):
         if grabcut_labels.dim() != 3 or grabcut_labels.shape[0] != bsz:
             raise ValueError(
@@ -240,6 +252,7 @@ def build_targets(
                 labels=labels[b, :h, :w],
                 unlabelled=u,
                 filling_rate_included=None if included is None else included[sl],
+                supervision=supervision[b],
             )
         )
     return out
