@@ -150,3 +150,19 @@ def test_config_errors():
         build_box2seg_decoders(cfg, SHAPES)
     with pytest.raises(ValueError, match="unknown decoder branches"):
         build_box2seg_decoders(_cfg("shared"), SHAPES).forward_branches(_features(1, 64, 64), ("gamma",))
+
+
+def test_isolated_shared_trunk_learns_only_from_y():
+    cfg = _cfg("shared")
+    cfg.MODEL.BOX2SEG.ISOLATE_SHARED_TRUNK = True
+    decoders = build_box2seg_decoders(cfg, SHAPES)
+    feats = _features(1, 64, 64)
+    out = decoders.forward_branches(feats, ("alpha", "beta"))
+    (out["alpha"].square().mean() + out["beta"].square().mean()).backward()
+    assert all(p.grad is None for p in decoders.trunk.parameters())  # attention and embedding losses stop here
+    assert all(p.grad is not None for p in decoders.alpha_head.parameters())
+    decoders.forward_y(feats).square().mean().backward()
+    assert all(p.grad is not None for p in decoders.trunk.parameters())
+    cfg.MODEL.BOX2SEG.DECODER_MODE = "faithful"
+    with pytest.raises(ValueError, match="ISOLATE_SHARED_TRUNK"):
+        build_box2seg_decoders(cfg, SHAPES)

@@ -66,8 +66,13 @@ class Box2SegDecoders(nn.Module):
 
     @configurable
     def __init__(self, *, y_head: nn.Module, alpha_head: nn.Module, beta_head: nn.Module,
-                 trunk: Optional[UPerNetTrunk] = None):
+                 trunk: Optional[UPerNetTrunk] = None, isolate_trunk: bool = False):
+        """``isolate_trunk`` (shared mode): the alpha and beta towers read the trunk's output detached, so their
+        losses cannot reshape the features y is predicted from (MODEL.BOX2SEG.ISOLATE_SHARED_TRUNK)."""
         super().__init__()
+        if isolate_trunk and trunk is None:
+            raise ValueError("MODEL.BOX2SEG.ISOLATE_SHARED_TRUNK needs DECODER_MODE 'shared' (a trunk to isolate)")
+        self.isolate_trunk = bool(isolate_trunk)
         for name, head in (("y", y_head), ("alpha", alpha_head), ("beta", beta_head)):
             if not callable(getattr(head, "layers", None)):
                 raise TypeError(f"the {name}-decoder {type(head).__name__} has no layers(features) method "
@@ -86,6 +91,7 @@ class Box2SegDecoders(nn.Module):
             head_shape = {SHARED_FEATURE: trunk.output_shape}
         return dict(
             trunk=trunk,
+            isolate_trunk=cfg.MODEL.BOX2SEG.ISOLATE_SHARED_TRUNK,
             y_head=build_sem_seg_head(cfg, head_shape),
             alpha_head=build_attention_head(cfg, head_shape),
             beta_head=build_embedding_head(cfg, head_shape),
@@ -100,10 +106,12 @@ class Box2SegDecoders(nn.Module):
         unknown = [b for b in branches if b not in BRANCHES]
         if unknown:
             raise ValueError(f"unknown decoder branches {unknown}; choose from {BRANCHES}")
-        if self.trunk is not None:
-            features = {SHARED_FEATURE: self.trunk(features)}
         heads = {"y": self.y_head, "alpha": self.alpha_head, "beta": self.beta_head}
-        return {b: heads[b].layers(features) for b in branches}
+        if self.trunk is None:
+            return {b: heads[b].layers(features) for b in branches}
+        shared = self.trunk(features)
+        isolated = {SHARED_FEATURE: shared.detach() if self.isolate_trunk else shared}
+        return {b: heads[b].layers({SHARED_FEATURE: shared} if b == "y" else isolated) for b in branches}
 
     def forward(self, features: Dict[str, torch.Tensor]):
         out = self.forward_branches(features, BRANCHES)
