@@ -17,7 +17,7 @@ $(STAMP): setup.py Makefile tools/install_detectron2.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH_PINS)
 	$(PY) -c "import detectron2" 2>/dev/null || $(PY) tools/install_detectron2.py
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,ray]'
 	touch $(STAMP)
 
 test: setup

@@ -24,6 +24,6 @@ setup(
         "tqdm",
         "filelock",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={"test": ["pytest"], "ray": ["ray", "psutil"]},
     entry_points={"console_scripts": ["box2seg=box2seg.cli:main"]},
 )

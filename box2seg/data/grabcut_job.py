@@ -35,6 +35,7 @@ import cv2
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from tqdm import tqdm
 
+from ..distributed import prepare_ray_import
 from .cache import annotations_hash, atomic_write_bytes, atomic_write_json, folder_lock, remove_stale_temps
 from .grabcut import (
     GrabCutSettings,
@@ -52,8 +53,9 @@ from .shards import parse_shard, shard_positions
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["prepare_dataset", "get_engine", "LocalEngine", "available_memory", "memory_bounded_workers", "GrabCutJobError", "WORKER_PEAK_BYTES",
-           "FALLBACK_WARNING_SHARE", "fallback_warning"]
+__all__ = ["prepare_dataset", "get_engine", "LocalEngine", "compute_image", "init_task_worker", "available_memory",
+           "memory_bounded_workers", "GrabCutJobError", "WORKER_PEAK_BYTES", "FALLBACK_WARNING_SHARE",
+           "fallback_warning"]
 
 # Peak memory of one worker with the default GRABCUT.MAX_SIDE cap: bench/grabcut_memory.py measures an
 # 8000 x 6000 photo under this (docs/grabcut.md).
@@ -125,12 +127,20 @@ def _minimal_record(record):
 
 
 _PARENT_PID = None  # set in pool workers: the process that started them
+_IN_WORKER = False  # set in pool workers and Ray tasks: arms the test kill hook
 
 
 def _init_worker():
     global _PARENT_PID
     _PARENT_PID = os.getppid()
-    cv2.setNumThreads(1)  # one image per process: OpenCV's own threads would only oversubscribe
+    init_task_worker()
+
+
+def init_task_worker():
+    """One image per process: OpenCV's own threads would only oversubscribe (every engine's worker)."""
+    global _IN_WORKER
+    _IN_WORKER = True
+    cv2.setNumThreads(1)
 
 
 def _pool_context(start_method):
@@ -145,13 +155,14 @@ def _pool_context(start_method):
     return ctx
 
 
-def _work(task):
-    """Compute and atomically write one image's map. Returns ``(position, stats or None, error or None)``."""
+def compute_image(task):
+    """Compute and atomically write one image's map (``task``: the tuple :func:`prepare_dataset` builds; what
+    every engine's worker runs). Returns ``(position, stats or None, error or None)``."""
     position, record, settings, out_path, dataset_name, skip_bad = task
     if _PARENT_PID is not None and os.getppid() != _PARENT_PID:
         os._exit(1)  # the job was killed: an orphaned worker stops instead of writing on
     kill = os.environ.get(_KILL_ENV)
-    if kill and _PARENT_PID is not None:
+    if kill and _IN_WORKER:
         name, _, marker = kill.partition(":")
         if name in os.path.basename(record["file_name"]) and not (marker and os.path.exists(marker)):
             if marker:
@@ -178,11 +189,11 @@ def _work(task):
 
 
 def _run_pool(positions, task, workers, ctx, collect):
-    """Run ``_work`` over ``positions`` in a fresh pool, ``collect`` each result; returns the positions lost
-    to a broken pool (a worker killed from outside), in order. A worker's own exception propagates."""
+    """Run ``compute_image`` over ``positions`` in a fresh pool, ``collect`` each result; returns the positions
+    lost to a broken pool (a worker killed from outside), in order. A worker's own exception propagates."""
     lost = []
     with ProcessPoolExecutor(min(workers, len(positions)), mp_context=ctx, initializer=_init_worker) as pool:
-        futures = {pool.submit(_work, task(i)): i for i in positions}
+        futures = {pool.submit(compute_image, task(i)): i for i in positions}
         try:
             remaining = set(futures)
             while remaining:
@@ -260,6 +271,7 @@ def get_engine(name, address=None):
     if name == "local":
         return LocalEngine()
     if name == "ray":
+        prepare_ray_import(address)  # a local cluster binds 127.0.0.1 only
         from ..distributed.ray_engine import RayGrabCutEngine  # optional dependency
 
         return RayGrabCutEngine(address=address)
@@ -276,7 +288,7 @@ class LocalEngine:
             workers = memory_bounded_workers(min(workers, len(pending)))
         if workers <= 1 or len(pending) <= 1:
             for i in pending:
-                collect(*_work(task(i)))
+                collect(*compute_image(task(i)))
             return
         lost = _run_pool(pending, task, workers, _pool_context(start_method), collect)
         if lost:

@@ -99,3 +99,13 @@ def test_a_shard_job_holds_only_its_own_shards_lock(tmp_path, scenes, registered
     assert result["computed"] == 2 and result["summary"]["images"] == 4
     assert json.loads((folder / "summary.json").read_text()) == result["summary"]
 
+
+
+def test_ray_engine_without_ray_says_how_to_install_it(monkeypatch):
+    from box2seg.distributed import ray_engine
+
+    monkeypatch.setattr(ray_engine, "ray", None)
+    with pytest.raises(ray_engine.RayUnavailableError, match=r"pip install -e '\.\[ray\]'"):
+        grabcut_job.get_engine("ray")
+    with pytest.raises(ValueError, match="unknown engine 'spark'"):
+        grabcut_job.get_engine("spark")
