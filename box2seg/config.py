@@ -189,6 +189,12 @@ def add_box2seg_config(cfg):
     _C.MODEL.BOX2SEG.LOSS.PAIR_THRESHOLD = 0.3
     _C.MODEL.BOX2SEG.LOSS.PAIR_DILATION = 2
     _C.MODEL.BOX2SEG.LOSS.PAIR_STRIDE = 4
+    # Ramp-in (beyond the paper; 0 = off, the paper's form): L_fg, L_fr (from ATTENTION_START_ITER) and L_A (from
+    # PRETRAIN_ITERS) rise linearly from 0 to their full weight over RAMP_ITERS iterations.
+    _C.MODEL.BOX2SEG.LOSS.RAMP_ITERS = 0
+    # Class-averaged L_fg, L_fr and L_proj (beyond the paper; False = the paper's sum over the boxed classes):
+    # each image's per-class sum divided by its number of boxed classes.
+    _C.MODEL.BOX2SEG.LOSS.CLASS_AVERAGE = False
     # Weight of L_A_pre during the PRETRAIN_ITERS iterations.
     _C.MODEL.BOX2SEG.LOSS.AFFINITY_PRETRAIN_WEIGHT = 1.0
     # L_fg and L_fr join at this iteration (0: together with the other terms, the method as written). Before it

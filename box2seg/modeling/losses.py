@@ -379,6 +379,9 @@ class Box2SegLoss(nn.Module):
         pair_threshold: float = 0.3,
         pair_stride: int = 4,
         pair_dilation: int = 2,
+        ramp_iters: int = 0,
+        affinity_start_iter: int = 0,
+        class_average: bool = False,
     ):
         super().__init__()
         terms = tuple(terms)
@@ -410,6 +413,23 @@ class Box2SegLoss(nn.Module):
         self.pair_threshold = float(pair_threshold)
         self.pair_stride = int(pair_stride)
         self.pair_dilation = int(pair_dilation)
+        if ramp_iters < 0 or affinity_start_iter < 0:
+            raise ValueError(f"Box2SegLoss: ramp_iters and affinity_start_iter must be >= 0, got {ramp_iters}, "
+                             f"{affinity_start_iter}")
+        self.ramp_iters = int(ramp_iters)
+        self.affinity_start_iter = int(affinity_start_iter)
+        self.class_average = bool(class_average)
+
+    def ramp(self, term: str, iteration: Optional[int] = None) -> float:
+        """The ramp-in factor of ``term`` at ``iteration`` (beyond the paper; LOSS.RAMP_ITERS): the attention terms
+        and L_A rise linearly from 0 to their full weight over ``ramp_iters`` iterations from their start
+        (``attention_start_iter``; ``affinity_start_iter``, i.e. the end of embedding pre-training), so a
+        still-uninformative y-branch is not pulled hard by them at once. 1 for the other terms, outside a
+        trainer (``iteration`` None) and with ``ramp_iters`` 0."""
+        start = {"fg": self.attention_start_iter, "fr": self.attention_start_iter, "aff": self.affinity_start_iter}
+        if self.ramp_iters == 0 or iteration is None or term not in start:
+            return 1.0
+        return min(1.0, max(0, iteration - start[term] + 1) / self.ramp_iters)
 
     def colour_similarity(self, rgb: torch.Tensor) -> torch.Tensor:
         """The pairwise term's colour similarity of (N, 3, H, W) RGB 0..255 images, at this loss's stride and
@@ -509,8 +529,11 @@ class Box2SegLoss(nn.Module):
                 add("gc", grabcut_loss(lp, t.labels, t.valid))
             if "bg" in terms:
                 add("bg", background_loss(lp, t.sure_background, t.unlabelled))
+            # Class-averaged (LOSS.CLASS_AVERAGE, beyond the paper): the per-class sums of L_fg, L_fr and L_proj
+            # divided by the image's number of boxed classes, so an image with many classes weighs no more.
+            per_class = (t.box_masks.sum((1, 2)) > 0).sum().clamp(min=1) if self.class_average else 1
             if "proj" in terms:
-                add("proj", projection_loss(lp, t.box_masks, t.classes, t.valid))
+                add("proj", projection_loss(lp, t.box_masks, t.classes, t.valid) / per_class)
             if "pair" in terms:
                 add("pair", pairwise_loss(lp, similarity[b], t.box_masks, t.valid, self.pair_threshold,
                                           self.pair_stride, self.pair_dilation))
@@ -518,14 +541,15 @@ class Box2SegLoss(nn.Module):
                 a = alpha[b]
                 self._check("alpha", a, b, t, channels=t.classes.numel())
                 if "fg" in terms:
-                    add("fg", foreground_loss(lp, a, t.box_masks, t.classes, self.fg_pull_cap))
+                    add("fg", foreground_loss(lp, a, t.box_masks, t.classes, self.fg_pull_cap) / per_class)
                 if "fr" in terms:
-                    add("fr", filling_rate_loss(a, t.box_masks, t.filling_rates, self.gamma, t.filling_rate_included))
+                    add("fr", filling_rate_loss(a, t.box_masks, t.filling_rates, self.gamma,
+                                                t.filling_rate_included) / per_class)
             if "aff" in terms:
                 e = embeddings[b]
                 self._check("embeddings", e, b, t, any_size=True)
                 add("aff", affinity_loss(e, lp, self.sample(t, generator), self.aff_detach))
-        return {f"loss_{k}": self.weights[k] * sums[k] / bsz for k in terms}
+        return {f"loss_{k}": self.weights[k] * self.ramp(k, iteration) * sums[k] / bsz for k in terms}
 
     @staticmethod
     def _cross_entropy_only(add, terms, lp, t, b, alpha, embeddings):

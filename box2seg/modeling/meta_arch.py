@@ -126,6 +126,9 @@ class Box2Seg(nn.Module):
             pair_threshold=b.LOSS.PAIR_THRESHOLD,
             pair_stride=b.LOSS.PAIR_STRIDE,
             pair_dilation=b.LOSS.PAIR_DILATION,
+            ramp_iters=b.LOSS.RAMP_ITERS,
+            affinity_start_iter=b.PRETRAIN_ITERS,
+            class_average=b.LOSS.CLASS_AVERAGE,
         )
         exhaustive = all(
             MetadataCatalog.get(name).get("box_labels_exhaustive", True) for name in cfg.DATASETS.TRAIN

@@ -441,3 +441,32 @@ def test_601_classes_and_open_images_background():
     assert background_loss(lp[0], sb, torch.zeros(0, dtype=torch.long)).item() == background_loss(lp[0], sb).item()
     with pytest.raises(ValueError, match="unlabelled class ids"):
         background_loss(lp[0], sb, torch.tensor([601]))
+
+
+def test_ramp_in_and_class_average():
+    ts, lps, alphas, embs = [], [], [], []
+    for seed in range(2):
+        t, logits, alpha, emb = random_image(seed)
+        ts.append(t), lps.append(logits.log_softmax(0)), alphas.append(alpha), embs.append(emb)
+    lp, alpha, emb = torch.stack(lps), torch.stack(alphas), torch.stack(embs)
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    full = Box2SegLoss(aff_num_samples=32)(lp, ts, alpha, emb, gen())
+    ramped = Box2SegLoss(aff_num_samples=32, ramp_iters=10, attention_start_iter=4, affinity_start_iter=2)
+    at = {i: ramped(lp, ts, alpha, emb, gen(), iteration=i) for i in (4, 6, 13, 50)}
+    assert at[4]["loss_fg"].item() == pytest.approx(0.1 * full["loss_fg"].item())  # first iteration: 1 / 10
+    assert at[6]["loss_fr"].item() == pytest.approx(0.3 * full["loss_fr"].item())
+    assert at[6]["loss_aff"].item() == pytest.approx(0.5 * full["loss_aff"].item())  # from iteration 2
+    assert at[13]["loss_fg"].item() == pytest.approx(full["loss_fg"].item())
+    for k in full:  # the other terms never ramp; no iteration (outside a trainer) means full weight
+        assert at[50][k].item() == pytest.approx(full[k].item())
+        if k in ("loss_gc", "loss_bg"):
+            assert at[4][k].item() == pytest.approx(full[k].item())
+    averaged = Box2SegLoss(aff_num_samples=32, class_average=True, terms=["gc", "fg", "fr", "proj"])
+    per_image = [averaged(lp[b:b + 1], ts[b:b + 1], alpha[b:b + 1]) for b in range(2)]
+    summed = [Box2SegLoss(terms=["gc", "fg", "fr", "proj"])(lp[b:b + 1], ts[b:b + 1], alpha[b:b + 1]) for b in range(2)]
+    for b in range(2):
+        k = int((ts[b].box_masks.sum((1, 2)) > 0).sum())
+        assert k >= 2
+        for name in ("loss_fg", "loss_fr", "loss_proj"):
+            assert per_image[b][name].item() == pytest.approx(summed[b][name].item() / k)
+        assert per_image[b]["loss_gc"].item() == pytest.approx(summed[b]["loss_gc"].item())
