@@ -8,6 +8,12 @@ them to the shard's manifest, so the folder is the local engine's, byte for byte
 engines and resume. At most ``4 x CPUs`` tasks are in flight, so a 1.7M-image shard never floods the
 object store.
 
+Export (:class:`RayExportEngine`): actors holding the model (one GPU each where the cluster has GPUs, else one
+CPU and one torch thread each) take batches of records and return label PNGs, box masks and scores; the
+driver builds the parts and writes every file, as the local engine does (:mod:`box2seg.export.inference`).
+An actor's process registers the config's datasets (DATASETS.COCO_FORMAT / OPENIMAGES_FORMAT, i.e.
+``--coco-dataset`` / ``--openimages-dataset``) for the mapper's metadata.
+
 :func:`ray_session` connects to ``address`` (``auto``, ``HOST:PORT``, ``ray://HOST:10001``) or starts a
 local cluster bound to 127.0.0.1 without the dashboard, and shuts down only a cluster it started. Loopback
 binding needs :func:`box2seg.distributed.prepare_ray_import` before ray's first import (``get_engine`` does
@@ -17,18 +23,23 @@ import contextlib
 import logging
 import time
 
+import torch
+
 from ..data.grabcut_job import GrabCutJobError, compute_image, init_task_worker
+from ..engine import register_datasets
+from ..export.inference import LocalExportEngine, build_export_model
 from . import LOOPBACK_ENV, prepare_ray_import
 
 try:
     import ray
     from ray.exceptions import RayTaskError, WorkerCrashedError
+    from ray.util import ActorPool
 except ImportError:  # the optional extra is not installed: RayUnavailableError says how to get it
     ray = None
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RayUnavailableError", "ray_session", "RayGrabCutEngine", "RETRIES"]
+__all__ = ["RayUnavailableError", "ray_session", "RayGrabCutEngine", "RayExportEngine", "RETRIES"]
 
 RETRIES = 3  # Ray re-runs a task whose worker died this many times before the job fails naming the image
 IN_FLIGHT_PER_CPU = 4
@@ -114,3 +125,62 @@ class RayGrabCutEngine:
                         raise RuntimeError(str(cause)) from None
             logger.info("Ray GrabCut %s: %d images in %.1f s", dataset_name, len(pending),
                         time.perf_counter() - start)
+
+
+class _ExportActor:
+    """One model replica (built once from the config, with the config's datasets registered in the actor's
+    process for the mapper's metadata); ``outputs`` maps a batch of records to label PNGs, masks, scores."""
+
+    def __init__(self, cfg, allow_partial_weights):
+        torch.set_num_threads(1)  # one CPU per actor, as the local engine's 1-thread reference
+        register_datasets(cfg)
+        self.cfg = cfg
+        self.engine = LocalExportEngine(build_export_model(cfg, allow_partial_weights))
+
+    def outputs(self, positions, records, label_dtype):
+        """``[(position, label PNG bytes, masks, scores)]`` of ``records`` (dataset ``positions``)."""
+        cfg = self.cfg.clone()
+        cfg.defrost()
+        cfg.DATALOADER.NUM_WORKERS = 0  # the actor is the worker
+        done = self.engine.outputs(cfg, records, list(range(len(records))), label_dtype)
+        return [(positions[k], *rest) for k, *rest in done]
+
+
+class RayExportEngine:
+    """Export's model on Ray actors, one per GPU where the cluster has GPUs (MODEL.DEVICE cuda), else one per
+    CPU (MODEL.DEVICE cpu); batches of ``batch`` images go to whichever actor is free. A dead actor is
+    restarted and its batch retried by Ray (``max_restarts`` / ``max_task_retries``). The driver writes every
+    file, so the export folder is the local engine's."""
+
+    name = "ray"
+
+    def __init__(self, address=None, allow_partial_weights=False, actors=None, batch=4, retries=RETRIES):
+        require_ray()
+        self.address = address
+        self.allow_partial_weights = allow_partial_weights
+        self.actors = actors
+        self.batch = batch
+        self.retries = retries
+
+    def outputs(self, cfg, dicts, pending, label_dtype):
+        with ray_session(self.address, num_cpus=self.actors):
+            gpus = int(ray.cluster_resources().get("GPU", 0))
+            cfg = cfg.clone()
+            cfg.defrost()
+            if gpus:
+                cfg.MODEL.DEVICE = "cuda"
+                count, resources = min(self.actors or gpus, gpus), {"num_gpus": 1}
+            else:
+                cfg.MODEL.DEVICE = "cpu"
+                count = self.actors or max(int(ray.cluster_resources().get("CPU", 1)), 1)
+                resources = {"num_cpus": 1}
+            cfg.freeze()
+            actor = ray.remote(max_restarts=self.retries, max_task_retries=self.retries, **resources)(_ExportActor)
+            pool = ActorPool([actor.remote(cfg, self.allow_partial_weights) for _ in range(count)])
+            batches = [pending[k:k + self.batch] for k in range(0, len(pending), self.batch)]
+            logger.info("Ray export: %d images in %d batches on %d actors (%s)", len(pending), len(batches), count,
+                        f"{gpus} GPUs" if gpus else "CPU")
+            results = pool.map_unordered(
+                lambda a, batch: a.outputs.remote(batch, [dicts[i] for i in batch], label_dtype), batches)
+            for outputs in results:
+                yield from outputs

@@ -12,7 +12,10 @@ compressed RLE ``segmentation``, ``area`` = mask area and ``mask_source`` (``box
 summary counts them.
 
 - :mod:`.job`: :func:`export_dataset`, one shard of the dataset, resumable, fingerprinted;
-- :mod:`.merge`: :func:`merge_shards`, byte-identical to an unsharded run;
+- :mod:`.merge`: :func:`merge_shards`, byte-identical to an unsharded run, streaming;
+- :mod:`.indexed`: COCO JSONs written by streaming with an index of every entry's offset;
+- :mod:`.shards`: shard files / folders / a merged export as a lazy training set (:class:`IndexedCocoDataset`);
+- :mod:`.inference`: the model's part (label PNG, box masks, scores), run by the local or the Ray engine;
 - :mod:`.source`: the source JSON's header, annotations and their order;
 - :mod:`.masks`: one image's masks, the empty-mask fallbacks, the GrabCut cache access;
 - :mod:`.folder`: the output folder's files (listed there), locks and JSON writer.
@@ -23,6 +26,7 @@ from .folder import OUTPUT_FILE, ExportError
 from .job import EXPORT_VERSION, export_config, export_dataset, export_fingerprint, parse_shard
 from .masks import MASK_SOURCES, fill_empty_masks
 from .merge import merge_shards
+from .shards import IndexedCocoDataset, pseudo_mask_dataset, register_pseudo_masks, resolve_pseudo_mask_files
 from .source import Source
 
 __all__ = [
@@ -37,5 +41,9 @@ __all__ = [
     "fill_empty_masks",
     "parse_shard",
     "Source",
+    "IndexedCocoDataset",
+    "pseudo_mask_dataset",
+    "register_pseudo_masks",
+    "resolve_pseudo_mask_files",
 ]
 

@@ -13,11 +13,8 @@ import logging
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
-import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
-from detectron2.modeling import build_model
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.file_io import PathManager
 from tqdm import tqdm
 
@@ -25,12 +22,13 @@ from ..data import shards as data_shards
 from ..data.cache import annotations_hash, atomic_write_bytes, folder_lock, safe_name, stable_hash
 from ..data.datasets.common import ignore_label_for
 from ..data.grabcut import GrabCutSettings
-from ..data.mapper import Box2SegDatasetMapper
-from ..engine import check_num_classes, load_weights
+from ..distributed import prepare_ray_import
+from ..engine import check_num_classes
 from .folder import (HEADER_FILE, HEADER_IMAGES_FILE, OUTPUT_FILE, ExportError, dumps, fingerprint_diff, read_json,
                      remove_stale_temps, shard_lock, shard_name)
 from .indexed import index_path, write_indexed_coco
-from .masks import GrabCutMaps, image_part, record_masks, record_scores, sum_stats
+from .inference import LocalExportEngine
+from .masks import GrabCutMaps, image_part, sum_stats
 from .merge import SHARD_FORMAT, merge_shards
 from .source import Source
 
@@ -91,11 +89,19 @@ def export_fingerprint(cfg, dataset_name, dicts, source_digest, weights_digest, 
     }
 
 
-def _build_model(cfg, allow_partial_weights=False):
-    model = build_model(cfg)
-    load_weights(model, cfg.MODEL.WEIGHTS, allow_partial=allow_partial_weights)
-    model.eval()
-    return model
+def _engine(engine, model, allow_partial_weights, address):
+    """The engine running the model: ``"local"`` (this process; ``model`` if given), ``"ray"`` (actors holding
+    the model, :mod:`box2seg.distributed.ray_engine`; imported only then: an optional extra) or an object."""
+    if engine == "local":
+        return LocalExportEngine(model, allow_partial_weights)
+    if engine == "ray":
+        prepare_ray_import(address)  # a local cluster binds 127.0.0.1 only
+        from ..distributed.ray_engine import RayExportEngine  # optional dependency
+
+        return RayExportEngine(address=address, allow_partial_weights=allow_partial_weights)
+    if isinstance(engine, str):
+        raise ExportError(f"unknown engine {engine!r}: expected 'local' or 'ray'")
+    return engine
 
 
 def _image_names(dataset_name, dicts):
@@ -150,13 +156,15 @@ def _write_shard_file(shard_file, source, dicts, mine, parts, meta):
 
 
 def export_dataset(cfg, dataset_name, output, shard=(0, 1), force=False, progress=True, model=None,
-                   allow_partial_weights=False):
+                   allow_partial_weights=False, engine="local", address=None):
     """Export shard ``shard = (I, N)`` of ``dataset_name`` into ``output``; returns the summary dict.
 
     ``cfg``: see :func:`export_config`. With N == 1 the run also writes ``output/pseudo_masks.json``.
     ``model`` replaces the one built from ``cfg`` (tests); MODEL.WEIGHTS is still what the fingerprint hashes.
     Weights that leave parameters of the model unloaded are refused (``engine.PartialWeightsError``) unless
-    ``allow_partial_weights``.
+    ``allow_partial_weights``. ``engine``: ``"local"`` (default), ``"ray"`` (actors holding the model, one GPU
+    each where the cluster has GPUs; the cluster at ``address`` or a local one) or an engine object
+    (:mod:`.inference`); every engine writes the same files, so a shard can switch engines and resume.
     """
     start = time.perf_counter()
     index, num_shards = shard
@@ -206,29 +214,15 @@ def export_dataset(cfg, dataset_name, output, shard=(0, 1), force=False, progres
 
         grabcut_maps = GrabCutMaps(dataset_name, dicts, settings, cfg.GRABCUT.PREPARE_IF_MISSING)
         if pending:
-            model = model if model is not None else _build_model(cfg, allow_partial_weights)
-            mapper = Box2SegDatasetMapper(cfg, is_train=False)
-            loader = build_detection_test_loader([dicts[i] for i in pending], mapper=mapper,
-                                                 num_workers=cfg.DATALOADER.NUM_WORKERS)
+            engine = _engine(engine, model, allow_partial_weights, address)
             bar = tqdm(total=len(pending), desc=f"export {dataset_name} {index}/{num_shards}", unit="img",
                        disable=not progress, mininterval=1.0)
-            with contextlib.ExitStack() as stack, torch.no_grad():
+            with contextlib.ExitStack() as stack:
                 stack.callback(bar.close)
-                for i, inputs in zip(pending, loader):
+                for i, png, masks, scores in engine.outputs(cfg, dicts, pending, label_dtype):
                     record = dicts[i]
-                    (inp,) = inputs
-                    if inp["image_id"] != record["image_id"]:
-                        raise RuntimeError(f"loader order broke: expected image {record['image_id']!r}, got "
-                                           f"{inp['image_id']!r}")
-                    (out,) = model(inputs)
-                    labels = out["sem_seg"].argmax(0).to("cpu").numpy().astype(label_dtype)
-                    masks = record_masks(record, inp, out, cfg.MODEL.BOX2SEG.TEST.BOX_RULE)
-                    annotations, stats = image_part(i, record, masks, source, grabcut_maps,
-                                                    record_scores(record, inp, out))
-                    ok, png = cv2.imencode(".png", labels)
-                    if not ok:
-                        raise RuntimeError(f"cannot encode the label PNG of image {record['file_name']}")
-                    atomic_write_bytes(labels_dir / f"{names[i]}.png", png.tobytes())
+                    annotations, stats = image_part(i, record, masks, source, grabcut_maps, scores)
+                    atomic_write_bytes(labels_dir / f"{names[i]}.png", png)
                     part = {"fingerprint": key, "image_id": record["image_id"], "stats": stats,
                             "annotations": annotations}
                     atomic_write_bytes(parts_dir / f"{names[i]}.json", dumps(part))  # last: marks it done
