@@ -58,3 +58,5 @@ _root = os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
 register_all_voc(_root)
 register_all_coco(_root)
 register_all_openimages(_root)
+
+from . import scenes as _scenes  # noqa: E402,F401  (box2seg_scenes_{train,val}: generated, lazily registered)
