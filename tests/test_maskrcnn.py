@@ -11,13 +11,15 @@ import pycocotools.mask as mask_util
 import pytest
 import torch
 
+from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from box2seg import maskrcnn
 from box2seg.engine import setup_cfg
-from box2seg.structures import PIXEL_CENTRES, box_pixel_masks
+from box2seg.evaluation.box_scorer import BoxScorer, baseline_masks
+from box2seg.structures import PIXEL_CENTRES, box_pixel_masks, record_boxes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LITE0_CFG = os.path.join(REPO, "configs", "maskrcnn", "mask_rcnn_lite0_FPN_pseudo.yaml")
@@ -146,3 +148,80 @@ def test_shipped_configs_build_and_train_one_step(name):
     with EventStorage(0):  # GeneralizedRCNN logs training statistics
         losses = model([{"image": image, "instances": inst, "height": 64, "width": 64}])
     assert "loss_mask" in losses and all(torch.isfinite(v) for v in losses.values())
+
+
+class FilledBoxMaskHead(torch.nn.Module):
+    """A stand-in for a trained Mask R-CNN on the ``detected_instances`` path: each given box (in the resized
+    input's frame, as detectron2 passes it) filled, pasted back at the image's own size."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def inference(self, batched_inputs, detected_instances=None, do_postprocess=True):
+        (inp,), (given,) = batched_inputs, detected_instances
+        th, tw = inp["image"].shape[-2:]
+        h, w = inp["height"], inp["width"]
+        self.calls.append((tuple(given.image_size), (th, tw), given.pred_classes.tolist()))
+        boxes = given.pred_boxes.tensor.numpy() / np.array([tw / w, th / h, tw / w, th / h])
+        out = Instances((h, w))
+        out.pred_masks = torch.as_tensor(baseline_masks("box", boxes, h, w))
+        return [{"instances": out}]
+
+
+def test_given_box_score_feeds_the_true_boxes_in_the_resized_frame(tmp_path):
+    """The true boxes reach the mask head scaled to the test-time resize, with their true classes, and the
+    masks that come back are scored by the one per-box scorer against the true masks."""
+    train_json, image_root = make_shapes_json(tmp_path / "pseudo", num_images=1)
+    gt_json, gt_root = make_shapes_json(tmp_path / "gt", num_images=3, seed=2)
+    cfg = setup(LITE0_CFG, *TINY_OPTS, "INPUT.MIN_SIZE_TEST", "144", "INPUT.MAX_SIZE_TEST", "200",
+                "OUTPUT_DIR", str(tmp_path / "out"), train_json=train_json, image_root=image_root,
+                eval_json=gt_json, eval_image_root=gt_root)
+    model = FilledBoxMaskHead()
+    scores = maskrcnn.given_box_scores(cfg, model, progress=False)
+
+    assert [c[:2] for c in model.calls] == [((144, 144), (144, 144))] * 3
+    assert all(c[2] == [0, 1] for c in model.calls)  # contiguous true classes: disc, diamond
+    expected = BoxScorer()
+    for record in DatasetCatalog.get(maskrcnn.EVAL_NAME):
+        boxes, _, _ = record_boxes(record)
+        true = np.stack([mask_util.decode(dict(a["segmentation"], counts=a["segmentation"]["counts"].encode()))
+                         for a in record["annotations"]]).astype(bool)
+        expected.add(baseline_masks("box", boxes, record["height"], record["width"]), boxes, true)
+    assert scores["count"] == 6 and scores == pytest.approx(dict(expected.figures(), count=6), nan_ok=True)
+    assert 0.3 < scores["per_box"] < 0.9  # discs and diamonds are far from their filled boxes
+
+
+def test_given_box_score_of_a_real_mask_rcnn_and_the_report(tmp_path):
+    """detectron2's own detected_instances path on the Lite0-FPN Mask R-CNN: one mask per true box, at the
+    image's size; the command's report flags an uninformative box AP and prints the given-box score."""
+    from box2seg.commands.train_maskrcnn import format_results
+
+    train_json, image_root = make_shapes_json(tmp_path / "pseudo", num_images=1)
+    gt_json, gt_root = make_shapes_json(tmp_path / "gt", num_images=2, seed=3)
+    cfg = setup(LITE0_CFG, *TINY_OPTS, "OUTPUT_DIR", str(tmp_path / "out"), train_json=train_json,
+                image_root=image_root, eval_json=gt_json, eval_image_root=gt_root)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    model.train()
+    scores = maskrcnn.given_box_scores(cfg, model, progress=False)
+    assert model.training  # its mode is restored
+    assert scores["count"] == 4 and 0.0 <= scores["per_box"] <= 1.0 and 0.0 <= scores["painted"] <= 1.0
+
+    results = {"segm": {"AP": 1.0}, "bbox": {"AP": 4.0}, maskrcnn.GIVEN_BOXES: scores}
+    lines = format_results(results)
+    assert any("not informative: box AP 4.0 < 10" in line for line in lines)
+    assert any(line.startswith("mask head given the true boxes (4 boxes): per box") for line in lines)
+    assert not maskrcnn.box_ap_note({"bbox": {"AP": 35.0}})
+
+
+def test_filled_box_json_replaces_every_mask_by_its_box(tmp_path):
+    gt_json, _ = make_shapes_json(tmp_path / "gt", num_images=2)
+    out = maskrcnn.write_filled_box_json(gt_json, str(tmp_path / "boxes.json"))
+    data = json.loads(open(out).read())
+    for ann in data["annotations"]:
+        rle = dict(ann["segmentation"], counts=ann["segmentation"]["counts"].encode())
+        x, y, w, h = ann["bbox"]
+        mask = mask_util.decode(rle).astype(bool)
+        assert mask.sum() == ann["area"] == w * h  # integer boxes: exactly the box's pixels
+        assert mask[int(y):int(y + h), int(x):int(x + w)].all()

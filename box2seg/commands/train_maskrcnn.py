@@ -1,5 +1,5 @@
 """``box2seg train-maskrcnn``: detectron2's Mask R-CNN trained on pseudo-masks, segm / bbox AP on true
-masks; see :mod:`box2seg.maskrcnn`. Without the entry point: ``python -m box2seg.cli train-maskrcnn ...``."""
+masks and the mask head's score given the true boxes; see :mod:`box2seg.maskrcnn`. Without the entry point: ``python -m box2seg.cli train-maskrcnn ...``."""
 import argparse
 import logging
 import os
@@ -10,7 +10,7 @@ from detectron2.utils import comm
 from .. import maskrcnn
 from ..engine import setup_cfg
 
-__all__ = ["add_arguments", "main"]
+__all__ = ["add_arguments", "main", "format_results"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,13 +69,30 @@ def main(args):
     if not os.path.exists(results_path):
         raise RuntimeError(f"training finished without writing {results_path}")
     results = maskrcnn.read_results(output_dir)
-    for task in ("segm", "bbox"):
-        if task in results:
-            m = results[task]
-            logger.info(f"{task}: AP {m.get('AP', float('nan')):.1f}  AP50 {m.get('AP50', float('nan')):.1f}  "
-                        f"AP75 {m.get('AP75', float('nan')):.1f}")
+    for line in format_results(results):
+        logger.info(line)
     if args.eval_json and "segm" not in results:
         logger.warning("no segm result: the model produced no detections on the evaluation images")
     logger.info(f"results: {results_path}")
     return 0
 
+
+
+def format_results(results):
+    """Report lines: mask AP and box AP (flagged when box AP makes them uninformative) and the mask head's
+    score given the true boxes (per box and painted, the one scorer)."""
+    lines = []
+    for task in ("segm", "bbox"):
+        if task in results:
+            m = results[task]
+            lines.append(f"{task}: AP {m.get('AP', float('nan')):.1f}  AP50 {m.get('AP50', float('nan')):.1f}  "
+                         f"AP75 {m.get('AP75', float('nan')):.1f}")
+    note = maskrcnn.box_ap_note(results) if "bbox" in results else ""
+    if note:
+        lines.append(f"mask AP / box AP {note}")
+    given = results.get(maskrcnn.GIVEN_BOXES)
+    if given:
+        lines.append(f"mask head given the true boxes ({given['count']} boxes): per box {given['per_box']:.3f} "
+                     f"(small {given['small']:.3f}, medium {given['medium']:.3f}, large {given['large']:.3f}), "
+                     f"painted {given['painted']:.3f}")
+    return lines
