@@ -13,6 +13,12 @@
 - Image-level labels CSV (optional; ImageID, Source, LabelName, Confidence): ``verified_classes`` = the
   classes a human verified present (Confidence 1) or absent (Confidence 0) in the image, plus the classes
   of its boxes (drawn by humans). Machine-generated labels (Source "machine") do not count.
+- Class hierarchy JSON (optional, ``bbox_labels_600_hierarchy.json``): a class verified absent makes its
+  descendants verified absent too; a class verified present (or boxed) does not make its parents verified
+  (:func:`expand_verified` says why).
+- Scale: the boxes CSV is parsed once into a cached columnar index every process maps
+  (:mod:`.openimages_index`); the official instance masks load as a ground-truth COCO JSON for
+  ``box2seg score`` (:mod:`.openimages_masks`).
 Open Images box labels are not exhaustive (``box_labels_exhaustive = False``): an unverified class may be
 present without a box. Bad input: a missing column, a malformed class file, a flag that is not 0 / 1 or a
 coordinate written as a boolean (``True`` / ``False``) raises, naming the file and line; a truncated or
@@ -23,7 +29,6 @@ From the command line, ``--openimages-dataset NAME=BOXES.csv:IMAGE_ROOT`` regist
 up, Open Images' ``annotations/`` layout), else the classes are the LabelNames of the boxes CSV itself.
 """
 import csv
-from array import array
 import json
 import logging
 import os
@@ -34,6 +39,7 @@ from detectron2.structures import BoxMode
 from tqdm import tqdm
 
 from ..cache import atomic_write_json, cache_root, stable_hash
+from .openimages_index import ATTRIBUTE_COLUMNS, BOX_COLUMNS, header_index, openimages_index
 from .common import (
     DatasetError,
     BOX_CLIPPED,
@@ -52,15 +58,9 @@ logger = logging.getLogger(__name__)
 # name -> (boxes_csv, image_root) of the datasets registered here.
 _REGISTERED = {}
 
-BOX_COLUMNS = ("ImageID", "Source", "LabelName", "Confidence", "XMin", "XMax", "YMin", "YMax", "IsOccluded",
-               "IsTruncated", "IsGroupOf", "IsDepiction", "IsInside")
 LABEL_COLUMNS = ("ImageID", "Source", "LabelName", "Confidence")
-# Per-box attributes kept on the annotations: CSV column -> annotation key.
-ATTRIBUTE_COLUMNS = {"IsOccluded": "is_occluded", "IsTruncated": "is_truncated", "IsDepiction": "is_depiction",
-                     "IsInside": "is_inside"}
 # Class descriptions files looked for next to a user's boxes CSV (V6 name, V7 name).
 CLASS_DESCRIPTION_FILES = ("class-descriptions-boxable.csv", "oidv7-class-descriptions-boxable.csv")
-_BOOLEAN_WORDS = frozenset({"true", "false"})
 _LAZY_KEYS = ("thing_classes", "stuff_classes", "thing_dataset_id_to_contiguous_id", "ignore_label",
               "has_masks", "evaluator_type")
 
@@ -91,29 +91,6 @@ def read_class_descriptions(path):
         raise DatasetError(f"Open Images class descriptions file {path} lists no classes")
     mids = sorted(names)
     return mids, [names[m] for m in mids]
-
-
-def _header_index(reader, path, columns):
-    header = next(reader, None)
-    if header is None:
-        raise DatasetError(f"Open Images CSV {path} is empty (expected a header with {', '.join(columns)})")
-    header = [h.strip().lstrip("\ufeff") for h in header]
-    missing = [c for c in columns if c not in header]
-    if missing:
-        raise DatasetError(f"Open Images CSV {path}, line 1: header lacks column(s) {', '.join(missing)} "
-                           f"(header: {','.join(header)})")
-    return {c: header.index(c) for c in columns}, len(header)
-
-
-def _flag(text, allowed, where):
-    """A 0 / 1 (or -1 = unknown, where ``allowed`` has it) CSV flag; anything else names file, line, value."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = None
-    if value is None or value not in allowed:
-        raise DatasetError(f"{where}: expected {' or '.join(str(a) for a in allowed)}, got {text!r}")
-    return int(value)
 
 
 def image_sizes(image_ids, image_root, image_ext=".jpg", workers=8):
@@ -149,13 +126,14 @@ def image_sizes(image_ids, image_root, image_ext=".jpg", workers=8):
     return {i: cached[i] for i in image_ids if i in cached}
 
 
-def read_verified_classes(path, mid_to_contiguous, image_ids, report):
-    """{image id: set of contiguous ids} from an image-level labels CSV (human labels, Confidence 0 or 1)."""
+def read_verified_classes(path, mid_map, image_ids, report):
+    """{image id: (present, absent)} sets of contiguous ids from an image-level labels CSV: human labels,
+    Confidence 1 (verified present) or 0 (verified absent)."""
     wanted = set(image_ids)
     verified = {}
     with _open_csv(path, "image-level labels") as f:
         reader = csv.reader(f)
-        index, ncols = _header_index(reader, path, LABEL_COLUMNS)
+        index, ncols = header_index(reader, path, LABEL_COLUMNS)
         for row in reader:
             if not row:
                 continue
@@ -172,19 +150,61 @@ def read_verified_classes(path, mid_to_contiguous, image_ids, report):
                 continue
             if confidence not in (0.0, 1.0):
                 continue
-            cls = mid_to_contiguous.get(row[index["LabelName"]])
+            cls = mid_map.get(row[index["LabelName"]])
             if cls is None:
                 report.note("image-level labels of classes without boxes (ignored)", f"line {reader.line_num}")
                 continue
-            verified.setdefault(image_id, set()).add(cls)
+            verified.setdefault(image_id, (set(), set()))[0 if confidence == 1.0 else 1].add(cls)
+    return verified
+
+
+def read_class_hierarchy(path, mid_map):
+    """{contiguous id: contiguous ids of its descendants} from Open Images' class hierarchy JSON
+    (``bbox_labels_600_hierarchy.json``: nested ``LabelName`` / ``Subcategory``; ``Part`` links are not
+    kinds of a class and are not followed, as in the official hierarchical evaluation). A class listed
+    under several parents gets the descendants of every listing; nodes without boxes (the root "Entity")
+    still pass their descendants down."""
+    try:
+        tree = json.loads(open(path, encoding="utf-8").read())
+    except FileNotFoundError:
+        raise DatasetError(f"Open Images class hierarchy file {path} does not exist") from None
+    except ValueError as e:
+        raise DatasetError(f"Open Images class hierarchy file {path} is not JSON: {e}") from None
+    descendants = {}
+
+    def walk(node, ancestors):
+        if not isinstance(node, dict) or "LabelName" not in node:
+            raise DatasetError(f"Open Images class hierarchy file {path}: a node without 'LabelName': "
+                               f"{str(node)[:80]}")
+        cls = mid_map.get(node["LabelName"])
+        for a in ancestors:
+            if cls is not None:
+                descendants.setdefault(a, set()).add(cls)
+        below = ancestors + ([cls] if cls is not None else [])
+        for child in node.get("Subcategory", ()):
+            walk(child, below)
+
+    walk(tree, [])
+    return {c: frozenset(d - {c}) for c, d in descendants.items()}
+
+
+def expand_verified(present, absent, box_classes, descendants):
+    """The verified classes of an image: ``present`` | ``absent`` | ``box_classes``, and every descendant of
+    an ``absent`` class (no animal in the image: no dog either). Present classes are *not* propagated to
+    their parents: a dog makes "animal" present, but its boxes are then not exhaustive (another animal may
+    be unboxed), so "animal" stays unverified (in the loss's U) unless it has its own label."""
+    verified = set(present) | set(absent) | set(box_classes)
+    for cls in absent:
+        verified |= descendants.get(cls, frozenset())
     return verified
 
 
 def load_openimages_boxes(boxes_csv, class_descriptions_csv, image_root, image_labels_csv=None,
-                          dataset_name=None, report=None, image_ext=".jpg"):
+                          dataset_name=None, report=None, image_ext=".jpg", hierarchy_json=None):
     """Load Open Images boxes as Box2Seg dataset dicts (images in the order of the boxes CSV).
 
-    Annotation ``id`` is the box's line number in the CSV.
+    Annotation ``id`` is the box's line number in the CSV. With ``hierarchy_json`` (and image-level labels),
+    a verified-absent class makes its descendants verified absent too (:func:`expand_verified`).
     """
     image_root = os.path.abspath(os.path.expanduser(image_root))
     name = dataset_name or os.path.splitext(os.path.basename(boxes_csv))[0]
@@ -192,52 +212,28 @@ def load_openimages_boxes(boxes_csv, class_descriptions_csv, image_root, image_l
     mids, display = _classes(class_descriptions_csv, boxes_csv)
     mid_map = {m: i for i, m in enumerate(mids)}
 
-    # Columnar, compact storage: the V6 train CSV has 14.6M boxes.
-    image_index = {}  # image id -> index, in order of first appearance
-    box_image, box_line, box_class, box_group, box_coords = array("i"), array("q"), array("i"), array("b"), array("d")
-    box_attributes = {key: array("b") for key in ATTRIBUTE_COLUMNS.values()}
+    # The CSV parsed once into a cached columnar index that this process maps (openimages_index).
+    index = openimages_index(boxes_csv)
+    index.replay(report)
     base = os.path.basename(boxes_csv)
-    with _open_csv(boxes_csv, "boxes") as f:
-        reader = csv.reader(f)
-        index, ncols = _header_index(reader, boxes_csv, BOX_COLUMNS)
-        coord_cols = [index[c] for c in ("XMin", "YMin", "XMax", "YMax")]
-        i_image, i_label, i_group = index["ImageID"], index["LabelName"], index["IsGroupOf"]
-        attribute_cols = [(index[c], c, key) for c, key in ATTRIBUTE_COLUMNS.items()]
-        for row in reader:
-            line = reader.line_num
-            if not row:
-                continue
-            if len(row) < ncols:
-                report.skip("truncated CSV rows", f"{base} line {line}")
-                continue
-            image_id = row[i_image].strip()
-            if not image_id:
-                report.skip("CSV rows without an ImageID", f"{base} line {line}")
-                continue
-            k = image_index.setdefault(image_id, len(image_index))
-            cls = mid_map.get(row[i_label])
-            if cls is None:
-                report.skip("boxes of a class not in the class descriptions", f"{base} line {line} ({row[i_label]!r})")
-                continue
-            if any(row[c].strip().lower() in _BOOLEAN_WORDS for c in coord_cols):
-                raise DatasetError(f"Open Images CSV {boxes_csv}, line {line}: box coordinates must be numbers "
-                                   f"in [0, 1], got XMin,YMin,XMax,YMax = {[row[c] for c in coord_cols]}")
-            try:
-                coords = [float(row[c]) for c in coord_cols]
-            except ValueError:
-                report.skip("boxes with non-numeric coordinates", f"{base} line {line}")
-                continue
-            group = _flag(row[i_group], (0, 1), f"Open Images CSV {boxes_csv}, line {line}, IsGroupOf")
-            for c, column, key in attribute_cols:
-                box_attributes[key].append(
-                    _flag(row[c], (0, 1, -1), f"Open Images CSV {boxes_csv}, line {line}, {column}"))
-            box_image.append(k)
-            box_line.append(line)
-            box_class.append(cls)
-            box_group.append(group)
-            box_coords.extend(coords)
+    lut = np.array([mid_map.get(m, -1) for m in index.labels] or [-1], np.int64)
+    classes = lut[np.asarray(index.label)] if len(index) else np.zeros(0, np.int64)
+    for j in np.flatnonzero(classes < 0)[:5]:
+        report.skip("boxes of a class not in the class descriptions",
+                    f"{base} line {int(index.line[j])} ({index.labels[int(index.label[j])]!r})")
+    unknown = int((classes < 0).sum())
+    if unknown > 5:
+        report.skip("boxes of a class not in the class descriptions", None, count=unknown - 5)
+    kept = np.flatnonzero(classes >= 0)
+    image_ids = [index.image_id(k) for k in range(len(index.image_ids))]
+    owner_all = np.asarray(index.image)[kept]
+    box_line = np.asarray(index.line)[kept].tolist()
+    box_class = classes[kept].tolist()
+    box_group = np.asarray(index.group)[kept].tolist()
+    attribute_values = np.asarray(index.attributes)[kept]
+    box_attributes = {key: attribute_values[:, c].tolist() for c, key in enumerate(ATTRIBUTE_COLUMNS.values())}
+    norm_all = np.asarray(index.coords)[kept]
 
-    image_ids = list(image_index)
     sizes = image_sizes(image_ids, image_root, image_ext)
     records = []
     heights = np.zeros(len(image_ids), dtype=np.float64)
@@ -251,11 +247,11 @@ def load_openimages_boxes(boxes_csv, class_descriptions_csv, image_root, image_l
         records.append({"file_name": os.path.join(image_root, image_id + image_ext), "image_id": image_id,
                         "height": int(heights[k]), "width": int(widths[k]), "annotations": []})
 
-    owner = np.frombuffer(box_image, dtype=np.int32) if len(box_image) else np.zeros(0, np.int32)
+    owner = owner_all
     readable = widths[owner] > 0
     if (~readable).any():
         report.skip("boxes of missing or unreadable images", count=int((~readable).sum()))
-    norm = np.frombuffer(box_coords, dtype=np.float64).reshape(-1, 4) if len(box_coords) else np.zeros((0, 4))
+    norm = norm_all
     w, h = widths[owner], heights[owner]
     absolute = norm * np.stack([w, h, w, h], axis=1)  # normalised xmin, ymin, xmax, ymax -> pixels
     boxes, status = validate_boxes(absolute[readable], w[readable], h[readable])
@@ -273,8 +269,11 @@ def load_openimages_boxes(boxes_csv, class_descriptions_csv, image_root, image_l
     dataset_dicts = list(records.values())
     if image_labels_csv is not None:
         verified = read_verified_classes(image_labels_csv, mid_map, records, report)
+        descendants = read_class_hierarchy(hierarchy_json, mid_map) if hierarchy_json is not None else {}
         for record in dataset_dicts:
-            classes = verified.get(record["image_id"], set()) | {a["category_id"] for a in record["annotations"]}
+            present, absent = verified.get(record["image_id"], ((), ()))
+            classes = expand_verified(present, absent, {a["category_id"] for a in record["annotations"]},
+                                      descendants)
             record["verified_classes"] = sorted(classes)
     report.finish(dataset_dicts)
     if dataset_name is not None:
@@ -287,7 +286,7 @@ def read_box_label_names(boxes_csv):
     without a class descriptions file."""
     with _open_csv(boxes_csv, "boxes") as f:
         reader = csv.reader(f)
-        index, ncols = _header_index(reader, boxes_csv, BOX_COLUMNS)
+        index, ncols = header_index(reader, boxes_csv, BOX_COLUMNS)
         mids = sorted({row[index["LabelName"]].strip() for row in reader if len(row) >= ncols} - {""})
     if not mids:
         raise DatasetError(f"Open Images CSV {boxes_csv} has no box rows (no classes)")
@@ -305,13 +304,13 @@ def _class_metadata(mids, display):
 
 
 def register_openimages_boxes(name, boxes_csv, class_descriptions_csv, image_root, image_labels_csv=None,
-                              image_ext=".jpg"):
+                              image_ext=".jpg", hierarchy_json=None):
     """Register an Open Images box dataset (lazy: the CSVs are read when the dataset or its classes are used).
 
     ``class_descriptions_csv`` None: the classes are the LabelNames of the boxes CSV."""
     paths = {k: (os.path.abspath(os.path.expanduser(v)) if v is not None else None) for k, v in
              dict(boxes_csv=boxes_csv, class_descriptions_csv=class_descriptions_csv, image_root=image_root,
-                  image_labels_csv=image_labels_csv).items()}
+                  image_labels_csv=image_labels_csv, hierarchy_json=hierarchy_json).items()}
     register_box_dataset(
         name,
         lambda: load_openimages_boxes(**paths, dataset_name=name, image_ext=image_ext),
