@@ -19,6 +19,8 @@ FUNCTION_LOCAL_IMPORTS = {
     ("box2seg.compat", "detectron2.evaluation"): _AFTER_FIXES,
     ("box2seg.modeling.backbone.efficientnet_lite", "timm"): _TIMM,
     ("box2seg.modeling.backbone.efficientnet_lite", "timm.layers"): _TIMM,
+    ("box2seg.distributed", ".ray_engine"): "ray (the optional extra) costs ~1 s at import and must be imported "
+                                            "after loopback.prepare_ray_import chose its mode from --address",
 }
 
 # Lower number = lower layer. A module may import modules of its own layer or below, never above.
@@ -33,6 +35,7 @@ LAYERS = [
     ("box2seg.visualize", 4),
     ("box2seg.predict", 5),
     ("box2seg.export", 5),
+    ("box2seg.distributed", 5),
     ("box2seg.engine", 5),
     ("box2seg.maskrcnn", 5),
     ("box2seg.commands", 6),

@@ -2,7 +2,7 @@
 :mod:`box2seg.export` and docs/export.md."""
 import argparse
 
-from ..distributed import prepare_ray_import
+from ..distributed import ENGINES, export_engine
 from ..engine import PartialWeightsError, setup_cfg
 from ..export import ExportError, export_config, export_dataset, merge_shards, parse_shard
 
@@ -31,7 +31,7 @@ def add_arguments(parser):
                       help="recompute this shard's images, replacing an export made with another model/config")
     parser.add_argument("--merge", default="", metavar="DIR",
                         help="join the shard outputs in DIR into DIR/pseudo_masks.json (no other option)")
-    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+    parser.add_argument("--engine", choices=ENGINES, default="local",
                         help="local: the model in this process (default); ray: actors holding the model, one GPU "
                         "each where the cluster has GPUs (pip install -e '.[ray]')")
     parser.add_argument("--address", default=None, metavar="ADDR",
@@ -68,26 +68,15 @@ def main(args):
         cfg = setup_cfg(args.config_file, args.opts, coco_datasets=getattr(args, "coco_dataset", []),
                         openimages_datasets=getattr(args, "openimages_dataset", ()))
         cfg = export_config(cfg, args.dataset)
-        engine = args.engine
-        if engine == "ray" and args.workers:
-            engine = _ray_engine(args)
+        engine = export_engine(args.engine, args.address, args.workers, args.allow_partial_weights)
         summary = export_dataset(cfg, args.dataset, args.output, shard=shard, force=args.force,
                                  progress=not args.no_progress, allow_partial_weights=args.allow_partial_weights,
-                                 engine=engine, address=args.address)
+                                 engine=engine)
         print(format_summary(summary), flush=True)
         return 0
     except (ExportError, PartialWeightsError) as e:
         print(f"box2seg export: error: {e}", flush=True)
         return 2
-
-
-def _ray_engine(args):
-    """The Ray engine with ``--workers`` replicas (imported only for --engine ray: an optional extra)."""
-    prepare_ray_import(args.address)
-    from ..distributed.ray_engine import RayExportEngine
-
-    return RayExportEngine(address=args.address, allow_partial_weights=args.allow_partial_weights,
-                           actors=args.workers)
 
 
 def format_summary(s):

@@ -11,6 +11,7 @@ from ..data.datasets import UnknownDatasetError, unknown_dataset_message
 from ..data.grabcut import GrabCutSettings
 from ..data.grabcut_job import prepare_dataset
 from ..data.shards import ShardSpecError, parse_shard
+from ..distributed import ENGINES, grabcut_engine
 from ..engine import setup_cfg
 
 __all__ = ["add_arguments", "main"]
@@ -34,7 +35,7 @@ def add_arguments(parser):
                         help="worker processes (0 or 1: run in this process; default: CPU count)")
     parser.add_argument("--shard", type=_shard_arg, default=(0, 1), metavar="I/N",
                         help="compute only records i with i %% N == I (default 0/1: everything)")
-    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+    parser.add_argument("--engine", choices=ENGINES, default="local",
                         help="local: a process pool on this machine (default); ray: Ray tasks, retried when a "
                         "worker dies (pip install -e '.[ray]')")
     parser.add_argument("--address", default=None, metavar="ADDR",
@@ -93,7 +94,7 @@ def main(args):
             raise UnknownDatasetError(unknown_dataset_message(name))
         result = prepare_dataset(name, settings=settings, workers=args.workers, force=args.force,
                                  skip_bad_images=args.skip_bad_images, progress=not args.no_progress,
-                                 shard=args.shard, engine=args.engine, address=args.address)
+                                 shard=args.shard, engine=grabcut_engine(args.engine, args.address))
         failed += len(result["bad_images"])
         index, count = args.shard
         where = f"{name} shard {index}/{count}" if count > 1 else name

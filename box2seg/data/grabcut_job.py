@@ -35,7 +35,6 @@ import cv2
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from tqdm import tqdm
 
-from ..distributed import prepare_ray_import
 from .cache import annotations_hash, atomic_write_bytes, atomic_write_json, folder_lock, remove_stale_temps
 from .grabcut import (
     GrabCutSettings,
@@ -53,7 +52,7 @@ from .shards import parse_shard, shard_positions
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["prepare_dataset", "get_engine", "LocalEngine", "compute_image", "init_task_worker", "available_memory",
+__all__ = ["prepare_dataset", "LocalEngine", "compute_image", "init_task_worker", "available_memory",
            "memory_bounded_workers", "GrabCutJobError", "WORKER_PEAK_BYTES", "FALLBACK_WARNING_SHARE",
            "fallback_warning"]
 
@@ -263,21 +262,6 @@ def _dataset_summary(dataset_name, folder, dicts, paths, settings):
     return summary, len(dicts)
 
 
-def get_engine(name, address=None):
-    """The engine running the per-image tasks: ``"local"`` (a process pool; the default) or ``"ray"``.
-
-    Ray is imported only when asked for: it is an optional extra (``pip install -e '.[ray]'``) and its
-    import costs every other command a second."""
-    if name == "local":
-        return LocalEngine()
-    if name == "ray":
-        prepare_ray_import(address)  # a local cluster binds 127.0.0.1 only
-        from ..distributed.ray_engine import RayGrabCutEngine  # optional dependency
-
-        return RayGrabCutEngine(address=address)
-    raise ValueError(f"unknown engine {name!r}: expected 'local' or 'ray'")
-
-
 class LocalEngine:
     """The per-image tasks in a ``ProcessPoolExecutor`` on this machine (in this process for one worker)."""
 
@@ -305,13 +289,13 @@ class LocalEngine:
 
 
 def prepare_dataset(dataset_name, dataset_dicts=None, settings=None, workers=0, force=False,
-                    skip_bad_images=False, progress=True, start_method=None, shard=(0, 1), engine="local",
-                    address=None):
+                    skip_bad_images=False, progress=True, start_method=None, shard=(0, 1), engine=None):
     """Compute the missing GrabCut maps of shard ``shard = (I, N)`` of ``dataset_name`` (records ``i`` with
     ``i % N == I``); write ``summary.json`` once every image of the dataset is done.
 
-    ``engine``: ``"local"`` (process pool, the default), ``"ray"`` (Ray tasks, on the cluster at ``address``
-    or a local one), or an engine object. Both write the same files, so a job may switch engines and resume.
+    ``engine``: what runs the per-image tasks: None for :class:`LocalEngine` (a process pool of ``workers``),
+    or another engine (``box2seg.distributed.grabcut_engine("ray", address)``: Ray tasks). Every engine
+    writes the same files, so a job may switch engines and resume.
 
     Returns a dict: folder, shard, computed, reused, boxes, fallbacks, crowd_boxes, bad_images (this shard's),
     seconds, summary (the dataset's, or None while other shards are still missing).
@@ -331,7 +315,7 @@ def prepare_dataset(dataset_name, dataset_dicts=None, settings=None, workers=0, 
         seen[path.name] = record["file_name"]
     mine = shard_positions(len(dicts), shard)
     manifest = ShardManifest(folder, shard)
-    engine = get_engine(engine, address) if isinstance(engine, str) else engine
+    engine = engine if engine is not None else LocalEngine()
     where = f"{dataset_name}" + (f" shard {shard[0]}/{shard[1]}" if shard[1] > 1 else "")
 
     with manifest.lock(busy_message=f"waiting for another prepare-grabcut job of shard {shard[0]}/{shard[1]} "

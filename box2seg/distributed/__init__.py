@@ -1,21 +1,42 @@
-"""Engines that spread the per-image jobs over machines: :mod:`.ray_engine` (``--engine ray``, the optional
-``ray`` extra). This package itself imports nothing heavy, so it costs nothing without Ray."""
-import os
-import sys
+"""Engines that run the per-image jobs: the local process pool / this process (the defaults, no extra
+needed) or Ray (:mod:`.ray_engine`, the optional ``ray`` extra: ``pip install -e '.[ray]'``).
 
-__all__ = ["LOOPBACK_ENV", "prepare_ray_import"]
+:func:`grabcut_engine` and :func:`export_engine` turn the commands' ``--engine`` / ``--address`` into an
+engine object for :func:`box2seg.data.grabcut_job.prepare_dataset` and
+:func:`box2seg.export.export_dataset`; every engine writes the same files.
+"""
+from ..data.grabcut_job import LocalEngine
+from ..export.inference import LocalExportEngine
+from .loopback import LOOPBACK_ENV, prepare_ray_import
 
-# Ray reads this once, when it is imported: "0" makes a node advertise and bind the loopback address (its
-# single-machine mode) instead of the machine's network address, on every interface.
-LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+__all__ = ["ENGINES", "grabcut_engine", "export_engine", "prepare_ray_import", "LOOPBACK_ENV"]
+
+ENGINES = ("local", "ray")
 
 
-def prepare_ray_import(address=None):
-    """Before the first ``import ray``: without a cluster ``address`` the local cluster Ray starts listens on
-    127.0.0.1 only (a job on a laptop or a shared login node opens no port to the network). Returns whether
-    that holds: False when ray was imported already without it (the caller warns)."""
-    if address:
-        return True
-    if "ray" not in sys.modules:
-        os.environ.setdefault(LOOPBACK_ENV, "0")
-    return os.environ.get(LOOPBACK_ENV) == "0"
+def _ray_engines(address):
+    """(RayGrabCutEngine, RayExportEngine), imported only for ``--engine ray``: ray costs a second at import,
+    and the loopback mode must be chosen (from ``address``) before ray is imported."""
+    prepare_ray_import(address)
+    from .ray_engine import RayExportEngine, RayGrabCutEngine
+
+    return RayGrabCutEngine, RayExportEngine
+
+
+def grabcut_engine(name="local", address=None):
+    """The engine of ``prepare-grabcut --engine NAME [--address ADDR]``."""
+    if name == "local":
+        return LocalEngine()
+    if name == "ray":
+        return _ray_engines(address)[0](address=address)
+    raise ValueError(f"unknown engine {name!r}: expected one of {', '.join(ENGINES)}")
+
+
+def export_engine(name="local", address=None, workers=None, allow_partial_weights=False):
+    """The engine of ``export --engine NAME [--address ADDR] [--workers N]``."""
+    if name == "local":
+        return LocalExportEngine(allow_partial_weights=allow_partial_weights)
+    if name == "ray":
+        return _ray_engines(address)[1](address=address, actors=workers,
+                                        allow_partial_weights=allow_partial_weights)
+    raise ValueError(f"unknown engine {name!r}: expected one of {', '.join(ENGINES)}")

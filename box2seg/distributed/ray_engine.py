@@ -16,8 +16,9 @@ An actor's process registers the config's datasets (DATASETS.COCO_FORMAT / OPENI
 
 :func:`ray_session` connects to ``address`` (``auto``, ``HOST:PORT``, ``ray://HOST:10001``) or starts a
 local cluster bound to 127.0.0.1 without the dashboard, and shuts down only a cluster it started. Loopback
-binding needs :func:`box2seg.distributed.prepare_ray_import` before ray's first import (``get_engine`` does
-it; code importing this module directly calls it first).
+binding needs :func:`box2seg.distributed.loopback.prepare_ray_import` before ray's first import
+(:func:`box2seg.distributed.grabcut_engine` / ``export_engine`` do it; code importing this module directly calls
+it first).
 """
 import contextlib
 import logging
@@ -28,7 +29,7 @@ import torch
 from ..data.grabcut_job import GrabCutJobError, compute_image, init_task_worker
 from ..engine import register_datasets
 from ..export.inference import LocalExportEngine, build_export_model
-from . import LOOPBACK_ENV, prepare_ray_import
+from .loopback import LOOPBACK_ENV, prepare_ray_import
 
 try:
     import ray

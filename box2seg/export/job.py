@@ -22,7 +22,6 @@ from ..data import shards as data_shards
 from ..data.cache import annotations_hash, atomic_write_bytes, folder_lock, safe_name, stable_hash
 from ..data.datasets.common import ignore_label_for
 from ..data.grabcut import GrabCutSettings
-from ..distributed import prepare_ray_import
 from ..engine import check_num_classes
 from .folder import (HEADER_FILE, HEADER_IMAGES_FILE, OUTPUT_FILE, ExportError, dumps, fingerprint_diff, read_json,
                      remove_stale_temps, shard_lock, shard_name)
@@ -89,21 +88,6 @@ def export_fingerprint(cfg, dataset_name, dicts, source_digest, weights_digest, 
     }
 
 
-def _engine(engine, model, allow_partial_weights, address):
-    """The engine running the model: ``"local"`` (this process; ``model`` if given), ``"ray"`` (actors holding
-    the model, :mod:`box2seg.distributed.ray_engine`; imported only then: an optional extra) or an object."""
-    if engine == "local":
-        return LocalExportEngine(model, allow_partial_weights)
-    if engine == "ray":
-        prepare_ray_import(address)  # a local cluster binds 127.0.0.1 only
-        from ..distributed.ray_engine import RayExportEngine  # optional dependency
-
-        return RayExportEngine(address=address, allow_partial_weights=allow_partial_weights)
-    if isinstance(engine, str):
-        raise ExportError(f"unknown engine {engine!r}: expected 'local' or 'ray'")
-    return engine
-
-
 def _image_names(dataset_name, dicts):
     """File-name-safe image ids, checked unique (two records of one id would overwrite each other's files)."""
     names = [safe_name(r["image_id"]) for r in dicts]
@@ -156,15 +140,16 @@ def _write_shard_file(shard_file, source, dicts, mine, parts, meta):
 
 
 def export_dataset(cfg, dataset_name, output, shard=(0, 1), force=False, progress=True, model=None,
-                   allow_partial_weights=False, engine="local", address=None):
+                   allow_partial_weights=False, engine=None):
     """Export shard ``shard = (I, N)`` of ``dataset_name`` into ``output``; returns the summary dict.
 
     ``cfg``: see :func:`export_config`. With N == 1 the run also writes ``output/pseudo_masks.json``.
     ``model`` replaces the one built from ``cfg`` (tests); MODEL.WEIGHTS is still what the fingerprint hashes.
     Weights that leave parameters of the model unloaded are refused (``engine.PartialWeightsError``) unless
-    ``allow_partial_weights``. ``engine``: ``"local"`` (default), ``"ray"`` (actors holding the model, one GPU
-    each where the cluster has GPUs; the cluster at ``address`` or a local one) or an engine object
-    (:mod:`.inference`); every engine writes the same files, so a shard can switch engines and resume.
+    ``allow_partial_weights``. ``engine`` runs the model: None for this process
+    (:class:`~.inference.LocalExportEngine` with ``model``), or another engine
+    (``box2seg.distributed.export_engine("ray", address)``: actors holding the model, one GPU each where the
+    cluster has GPUs); the job writes every file itself, so a shard can switch engines and resume.
     """
     start = time.perf_counter()
     index, num_shards = shard
@@ -214,7 +199,7 @@ def export_dataset(cfg, dataset_name, output, shard=(0, 1), force=False, progres
 
         grabcut_maps = GrabCutMaps(dataset_name, dicts, settings, cfg.GRABCUT.PREPARE_IF_MISSING)
         if pending:
-            engine = _engine(engine, model, allow_partial_weights, address)
+            engine = engine if engine is not None else LocalExportEngine(model, allow_partial_weights)
             bar = tqdm(total=len(pending), desc=f"export {dataset_name} {index}/{num_shards}", unit="img",
                        disable=not progress, mininterval=1.0)
             with contextlib.ExitStack() as stack:

@@ -3,7 +3,7 @@ worker SIGKILLed mid-job is retried and the cache equals a clean local run byte 
 worker in both engines); a job switches engines between shards; a worker that dies past the retries fails
 naming the image. Skipped without the ``ray`` extra (pip install -e '.[ray]')."""
 import box2seg  # noqa: F401  (compat fixes before any detectron2 import)
-from box2seg.distributed import prepare_ray_import
+from box2seg.distributed.loopback import prepare_ray_import
 
 prepare_ray_import()  # before ray's first import: the local cluster binds the loopback address
 

@@ -2,17 +2,21 @@
 unsharded run's bytes and the last one writes summary.json; a resume reads the shard's manifest, not the
 PNGs; a shard job holds its own shard's lock only; a torn manifest line (a killed job) is ignored."""
 import box2seg  # noqa: F401  (compat fixes before any detectron2 import)
+from box2seg.distributed.loopback import prepare_ray_import
 
-import json
-from pathlib import Path
+prepare_ray_import()  # ray_engine below imports ray: a later test's local cluster must still bind 127.0.0.1
 
-import pytest
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
 
-from box2seg.data import grabcut_job
-from box2seg.data.cache import file_lock
-from box2seg.data.grabcut_job import prepare_dataset
-from box2seg.data.grabcut_manifest import ShardManifest, read_manifest, shard_lock_path
-from box2seg.data.shards import ShardSpecError, parse_shard, shard_positions
+import pytest  # noqa: E402
+
+from box2seg.data import grabcut_job  # noqa: E402
+from box2seg.data.cache import file_lock  # noqa: E402
+from box2seg.data.grabcut_job import prepare_dataset  # noqa: E402
+from box2seg.data.grabcut_manifest import ShardManifest, read_manifest, shard_lock_path  # noqa: E402
+from box2seg.data.shards import ShardSpecError, parse_shard, shard_positions  # noqa: E402
+from box2seg.distributed import grabcut_engine, ray_engine  # noqa: E402
 
 
 def _maps_and_summary(folder):
@@ -102,10 +106,9 @@ def test_a_shard_job_holds_only_its_own_shards_lock(tmp_path, scenes, registered
 
 
 def test_ray_engine_without_ray_says_how_to_install_it(monkeypatch):
-    from box2seg.distributed import ray_engine
-
     monkeypatch.setattr(ray_engine, "ray", None)
     with pytest.raises(ray_engine.RayUnavailableError, match=r"pip install -e '\.\[ray\]'"):
-        grabcut_job.get_engine("ray")
+        grabcut_engine("ray")
     with pytest.raises(ValueError, match="unknown engine 'spark'"):
-        grabcut_job.get_engine("spark")
+        grabcut_engine("spark")
+    assert isinstance(grabcut_engine("local"), grabcut_job.LocalEngine)

@@ -2,7 +2,7 @@
 local engine's pseudo_masks.json, index and label PNGs byte for byte (one torch thread in both); a shard may
 switch engines. Skipped without the ``ray`` extra."""
 import box2seg  # noqa: F401  (compat fixes before any detectron2 import)
-from box2seg.distributed import prepare_ray_import
+from box2seg.distributed.loopback import prepare_ray_import
 
 prepare_ray_import()  # before ray's first import: the local cluster binds the loopback address
 

@@ -22,7 +22,6 @@ import cv2
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from ...export.source import xyxy_to_xywh  # the export's box convention, so ids and boxes line up
 from ...structures import encode_rle
 from ..cache import atomic_write_bytes
 from .common import DatasetError, LoadReport
@@ -31,6 +30,12 @@ from .openimages_index import header_index, openimages_index
 __all__ = ["MASK_COLUMNS", "read_mask_rows", "load_instance_masks", "write_masks_coco"]
 
 MASK_COLUMNS = ("MaskPath", "ImageID", "LabelName", "BoxXMin", "BoxXMax", "BoxYMin", "BoxYMax")
+
+
+def _xywh(box):
+    """XYXY -> XYWH as the export writes boxes of datasets without a source JSON (export.source.xyxy_to_xywh)."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return [x0, y0, round(x1 - x0, 6), round(y1 - y0, 6)]
 
 
 def _key(image_id, mid, xmin, ymin, xmax, ymax):
@@ -124,7 +129,7 @@ def write_masks_coco(dataset_name, segmentation_csv, masks_root, output):
                        "height": r["height"], "width": r["width"]})
         for a in r["annotations"]:
             ann = {"id": a["id"], "image_id": r["image_id"], "category_id": inverse[a["category_id"]],
-                   "bbox": xyxy_to_xywh(a["bbox"]), "iscrowd": int(a.get("iscrowd", 0))}
+                   "bbox": _xywh(a["bbox"]), "iscrowd": int(a.get("iscrowd", 0))}
             mask = masks.get(a["id"])
             if mask is not None:
                 (ann["segmentation"],) = encode_rle(mask[None])
