@@ -26,7 +26,7 @@ from .folder import ExportError, dumps
 __all__ = ["INDEX_FORMAT", "index_path", "write_indexed_coco", "CocoIndex", "read_entry"]
 
 INDEX_FORMAT = "box2seg-indexed-coco"
-_CHUNK = 1 << 16
+_CHUNK = 1 << 13  # values a column buffers as Python ints before packing them
 
 
 def index_path(json_file):
@@ -47,19 +47,19 @@ class _Counter:
 
 
 class _Column:
-    """An int64 column grown in chunks (a Python list of 1M ints is 36 MB; this is 8 MB)."""
+    """A numpy column grown in chunks (a Python list of 1M ints is 36 MB; an int64 column 8 MB)."""
 
-    def __init__(self):
-        self.chunks, self.buffer = [], []
+    def __init__(self, dtype=np.int64):
+        self.dtype, self.chunks, self.buffer = dtype, [], []
 
     def append(self, value):
         self.buffer.append(value)
         if len(self.buffer) == _CHUNK:
-            self.chunks.append(np.asarray(self.buffer, np.int64))
+            self.chunks.append(np.asarray(self.buffer, self.dtype))
             self.buffer = []
 
     def array(self):
-        return np.concatenate(self.chunks + [np.asarray(self.buffer, np.int64)])
+        return np.concatenate(self.chunks + [np.asarray(self.buffer, self.dtype)])
 
 
 def write_indexed_coco(path, sections, images, annotations, meta=None):
@@ -73,8 +73,9 @@ def write_indexed_coco(path, sections, images, annotations, meta=None):
         meta: extra JSON-serialisable fields for the index's ``meta`` (format fields, counts).
     """
     path = Path(path)
-    img = {k: _Column() for k in ("offset", "length", "header_pos")}
-    ann = {k: _Column() for k in ("offset", "length", "order", "image", "crowd")}
+    img = {"offset": _Column(), "length": _Column(np.int32), "header_pos": _Column()}
+    ann = {"offset": _Column(), "length": _Column(np.int32), "order": _Column(), "image": _Column(np.int32),
+           "crowd": _Column(bool)}
     categories = []
     with atomic_path(path) as tmp, atomic_path(index_path(path)) as tmp_index:
         with open(tmp, "wb", buffering=1 << 20) as f:
@@ -105,9 +106,6 @@ def write_indexed_coco(path, sections, images, annotations, meta=None):
             size = out.pos
         arrays = {f"image_{k}": c.array() for k, c in img.items()}
         arrays.update({f"ann_{k}": c.array() for k, c in ann.items()})
-        for k in ("image_length", "ann_length", "ann_image"):
-            arrays[k] = arrays[k].astype(np.int32)
-        arrays["ann_crowd"] = arrays["ann_crowd"].astype(bool)
         meta = {**(meta or {}), "index_format": INDEX_FORMAT, "json_size": size, "categories": categories,
                 "num_images": len(arrays["image_offset"]), "num_annotations": len(arrays["ann_offset"])}
         with open(tmp_index, "wb") as f:
