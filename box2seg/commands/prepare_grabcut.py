@@ -32,7 +32,8 @@ def add_arguments(parser):
     parser.add_argument("--dataset", action="append", required=True, metavar="NAME",
                         help="registered dataset name (repeatable)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="worker processes (0 or 1: run in this process; default: CPU count)")
+                        help="worker processes (0 or 1: run in this process; default: CPU count); with --engine ray "
+                        "and no --address: the local cluster's CPUs")
     parser.add_argument("--shard", type=_shard_arg, default=(0, 1), metavar="I/N",
                         help="compute only records i with i %% N == I (default 0/1: everything)")
     parser.add_argument("--engine", choices=ENGINES, default="local",
