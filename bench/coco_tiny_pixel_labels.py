@@ -85,6 +85,7 @@ def main():
     setup_logger(name="box2seg")
     setup_logger(name="detectron2", abbrev_name="d2")
 
+    commit = _commit()  # the code the runs start from (HEAD may move while they train)
     out = {"split": "val2017", "config": os.path.relpath(args.config_file, REPO), "rows": {}}
     if os.path.isfile(args.json_out):
         with open(args.json_out) as f:
@@ -96,7 +97,7 @@ def main():
         out["baselines"] = {key: summary(results[row][name]) for key, name in BASELINE_KEYS.items()}
         out["rows"][f"{row}_seed{args.seed}_masks{args.mask_seed}"] = dict(
             summary(results[row][MODEL_ROW]), row=row, seed=args.seed, mask_seed=args.mask_seed,
-            mask_images=chosen, train_minutes=seconds[row] / 60, overrides=list(args.opts), commit=_commit())
+            mask_images=chosen, train_minutes=seconds[row] / 60, overrides=list(args.opts), commit=commit)
         atomic_write_json(args.json_out, out)  # after every row: an interrupted invocation keeps what it finished
 
     print("\n| row | mask images | per box | small | medium | large | painted | train min |\n|---|---|---|---|---|---|---|---|")
