@@ -20,9 +20,10 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 from .folder import OUTPUT_FILE, ExportError, find_shards
-from .indexed import CocoIndex, read_entry
+from .indexed import CocoIndex, index_path, read_entry
 
-__all__ = ["resolve_pseudo_mask_files", "IndexedCocoDataset", "register_pseudo_masks", "pseudo_mask_dataset"]
+__all__ = ["resolve_pseudo_mask_files", "is_indexed", "pseudo_mask_classes", "IndexedCocoDataset",
+           "register_pseudo_masks", "pseudo_mask_dataset"]
 
 
 def resolve_pseudo_mask_files(paths):
@@ -53,6 +54,25 @@ def resolve_pseudo_mask_files(paths):
     if not files:
         raise ExportError("no pseudo-mask files given")
     return files
+
+
+def is_indexed(paths):
+    """Whether ``paths`` (a path or a list) name box2seg's indexed pseudo-masks (several files, a folder, or a
+    JSON with its ``.index.npz``) rather than one plain COCO JSON: what train-maskrcnn should read lazily."""
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if len(paths) != 1:
+        return bool(paths)
+    path = Path(paths[0]).expanduser()
+    return path.is_dir() or index_path(path).is_file()
+
+
+def pseudo_mask_classes(paths):
+    """``(thing_classes, has_masks)`` of indexed pseudo-masks, from the indexes alone (the twin of
+    ``coco_metadata(json)["thing_classes"], ["has_masks"]`` without parsing the JSON): has_masks when some
+    annotation is not crowd (every non-crowd annotation box2seg exports has its mask)."""
+    indexes = [CocoIndex(f) for f in resolve_pseudo_mask_files(paths)]
+    _, names = _categories(indexes)
+    return names, any(bool((~index.ann_crowd).any()) for index in indexes)
 
 
 def _categories(indexes):

@@ -16,8 +16,8 @@ from detectron2.data.datasets import load_coco_json
 from box2seg.export import ExportError, export_dataset, merge_shards
 from box2seg.export.folder import dumps
 from box2seg.export.indexed import CocoIndex, index_path, write_indexed_coco
-from box2seg.export.shards import (IndexedCocoDataset, pseudo_mask_dataset, register_pseudo_masks,
-                                   resolve_pseudo_mask_files)
+from box2seg.export.shards import (IndexedCocoDataset, is_indexed, pseudo_mask_classes, pseudo_mask_dataset,
+                                   register_pseudo_masks, resolve_pseudo_mask_files)
 
 
 def _doc():
@@ -111,6 +111,8 @@ def test_sharded_export_trains_from_shards_folder_or_merged(dataset, weights, re
     finally:
         torch.set_num_threads(threads)
     shard_files = resolve_pseudo_mask_files(out)  # no merged file yet: the shards
+    assert is_indexed(out) and is_indexed(shard_files) and not is_indexed(json_file)
+    assert pseudo_mask_classes(out) == (MetadataCatalog.get(name).thing_classes, True)
     assert [p.name for p in shard_files] == [f"shard-0000{i}-of-00003.json" for i in range(3)]
     for path in shard_files:  # each shard is a COCO JSON of its own images
         shard = json.loads(path.read_text())
