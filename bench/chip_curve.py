@@ -4,9 +4,11 @@ SOLVER.CHECKPOINT_PERIOD iterations, and model_final.pth) scored per box with th
 (evaluation/box_scorer.py) on one coco_tiny split, beside the training loss logged around that iteration.
 
     python bench/chip_curve.py --coco-root ../shared/data/coco_tiny --run output/coco_tiny_chips/transductive_seed0 \
-        [--split val] [--flip] [KEY VALUE ...]
+        [--split val] [--config-file CONFIG] [KEY VALUE ...]
 
-The run's own config.yaml is read (the overrides after it apply on top; e.g. MODEL.BOX2SEG.TEST.FLIP True).
+The run's config.yaml is read where the run wrote one (train_net.py does), else ``--config-file`` (default: the
+chip CPU config) with the run's overrides given after it (bench/coco_tiny_chips.py's runs write none); e.g.
+MODEL.BOX2SEG.TEST.FLIP True on top scores the flipped pass too.
 Prints one markdown table; the folder is read in place.
 """
 import box2seg  # noqa: F401  (first: detectron2 v0.6 fixes)
@@ -26,6 +28,7 @@ from box2seg.engine.data import build_test_loader
 from box2seg.engine.runs import load_model
 from box2seg.evaluation.mask_scoring import MaskScorer
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPLITS = {"all": ("instances_all.json", ""), "train": ("instances_train2017.json", "train2017"),
           "val": ("instances_val2017.json", "val2017")}
 
@@ -62,13 +65,17 @@ def main():
     parser.add_argument("--coco-root", required=True)
     parser.add_argument("--run", required=True, help="a chip-mode run folder (config.yaml, model_*.pth)")
     parser.add_argument("--split", default="val", choices=list(SPLITS))
+    parser.add_argument("--config-file", default=os.path.join(REPO, "configs", "cpu", "box2seg_lite0_coco_chips.yaml"),
+                        help="the run's config when the run folder has no config.yaml")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides on top of the run's config")
     args = parser.parse_args()
     setup_logger(name="box2seg")
     json_file, folder = SPLITS[args.split]
     name = f"coco_tiny_{args.split}"
     spec = f"{name}={os.path.join(args.coco_root, 'annotations', json_file)}:{os.path.join(args.coco_root, folder)}"
-    cfg = engine.setup_cfg(os.path.join(args.run, "config.yaml"), list(args.opts), [spec.rstrip("/")], freeze=False)
+    run_config = os.path.join(args.run, "config.yaml")
+    config = run_config if os.path.exists(run_config) else args.config_file
+    cfg = engine.setup_cfg(config, list(args.opts), [spec.rstrip("/")], freeze=False)
     cfg.DATASETS.TEST = (name,)
     cfg.freeze()
     records = {r["file_name"]: r for r in DatasetCatalog.get(name)}
