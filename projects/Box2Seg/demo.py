@@ -253,6 +253,8 @@ def main(argv=None):
     t = stage("export (train and val)", t)
     for split, name in datasets.items():
         scores[split] = score_split(cfg, name, files[split][0], pseudo[split])
+    with open(os.path.join(args.output, "scores.json"), "w") as f:  # before the long Mask R-CNN stage
+        json.dump(scores, f, indent=1)
     t = stage("scoring", t)
 
     (train_json, train_root), (val_json, val_root) = files["train"], files["val"]
