@@ -50,6 +50,7 @@ from .data.cache import atomic_write_json
 from .data.datasets.coco import coco_metadata
 from .engine import setup_cfg
 from .evaluation.box_scorer import BoxScorer, baseline_masks
+from .export.shards import is_indexed, pseudo_mask_classes, pseudo_mask_dataset, register_pseudo_masks
 from .structures import decode_segmentation, encode_rle, record_boxes
 
 __all__ = ["TRAIN_NAME", "EVAL_NAME", "RESULTS_FILE", "GIVEN_BOXES", "INFORMATIVE_BOX_AP", "MaskRCNNTrainer",
@@ -90,6 +91,11 @@ class MaskRCNNTrainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
+        if MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("pseudo_mask_files", None):
+            # Indexed pseudo-masks (shard files, an export folder): read lazily, entry by entry, so no process
+            # holds or parses the whole set (box2seg.export.shards; every exported box has its mask).
+            dataset = pseudo_mask_dataset(cfg.DATASETS.TRAIN[0], filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
+            return build_detection_train_loader(cfg, dataset=dataset)
         dicts = get_detection_dataset_dicts(
             cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS, proposal_files=None
         )
@@ -133,18 +139,22 @@ def setup_maskrcnn_cfg(config_file, opts=(), *, train_json, image_root, eval_jso
     """The frozen Mask R-CNN config with the datasets registered in this process (every launch worker):
     ``setup_cfg`` (detectron2's defaults plus MODEL.EFFICIENTNET for the Lite0 backbone), the training
     JSON as DATASETS.TRAIN, the evaluation JSON (true masks) as DATASETS.TEST, ROI_HEADS.NUM_CLASSES from
-    the training JSON's categories."""
+    the training JSON's categories. ``train_json``: one COCO JSON, or box2seg's indexed pseudo-masks (a list of
+    shard files, an export folder, or a merged export with its index), read lazily for training."""
     cfg = setup_cfg(config_file, opts or (), coco_datasets=coco_datasets, freeze=False)
     if cfg.MODEL.META_ARCHITECTURE != "GeneralizedRCNN" or not cfg.MODEL.MASK_ON:
         raise ValueError(f"{config_file}: train-maskrcnn needs a Mask R-CNN config (MODEL.META_ARCHITECTURE "
                          f"'GeneralizedRCNN', MODEL.MASK_ON True), got {cfg.MODEL.META_ARCHITECTURE!r}, "
                          f"MASK_ON {cfg.MODEL.MASK_ON}")
 
-    classes, has_masks = _json_classes(train_json)
+    indexed = is_indexed(train_json)
+    if not indexed and not isinstance(train_json, (str, os.PathLike)):
+        (train_json,) = train_json  # one plain JSON given as a list
+    classes, has_masks = pseudo_mask_classes(train_json) if indexed else _json_classes(train_json)
     if not has_masks:
         raise ValueError(f"--train-json {train_json} has no 'segmentation' in any annotation: it is a box "
                          "file, not pseudo-masks (write them with Box2Seg first)")
-    cfg.DATASETS.TRAIN = (register_json(TRAIN_NAME, train_json, image_root),)
+    cfg.DATASETS.TRAIN = ((register_pseudo_masks if indexed else register_json)(TRAIN_NAME, train_json, image_root),)
     cfg.DATASETS.TEST = ()
     if eval_json:
         eval_classes, eval_masks = _json_classes(eval_json)
@@ -278,7 +288,8 @@ def write_results(output_dir, results, config_file, train_json, eval_json=""):
     """OUTPUT_DIR/maskrcnn_results.json: the final metrics and the files they came from."""
     atomic_write_json(os.path.join(output_dir, RESULTS_FILE),
                       {"config_file": os.path.abspath(config_file),
-                       "train_json": os.path.abspath(train_json),
+                       "train_json": ([os.path.abspath(p) for p in train_json]
+                                      if isinstance(train_json, (list, tuple)) else os.path.abspath(train_json)),
                        "eval_json": os.path.abspath(eval_json) if eval_json else None,
                        "results": {task: dict(metrics) for task, metrics in results.items()}})
 

@@ -11,7 +11,7 @@ import pycocotools.mask as mask_util
 import pytest
 import torch
 
-from detectron2.data import DatasetCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
@@ -225,3 +225,35 @@ def test_filled_box_json_replaces_every_mask_by_its_box(tmp_path):
         mask = mask_util.decode(rle).astype(bool)
         assert mask.sum() == ann["area"] == w * h  # integer boxes: exactly the box's pixels
         assert mask[int(y):int(y + h), int(x):int(x + w)].all()
+
+
+def test_indexed_shard_files_train_lazily(tmp_path):
+    """Shard files written by export's indexed writer are read lazily for training (export.shards): the
+    config takes the list, and the batches carry the same pseudo-masks as the plain JSON gives."""
+    from box2seg.export.folder import dumps
+    from box2seg.export.indexed import write_indexed_coco
+
+    train_json, image_root = make_shapes_json(tmp_path / "pseudo", seed=0)
+    with open(train_json) as f:
+        doc = json.load(f)
+    shards = []
+    for k in range(2):  # two shard files, images split between them
+        images = doc["images"][k::2]
+        ids = {img["id"]: j for j, img in enumerate(images)}
+        anns = [a for a in doc["annotations"] if a["image_id"] in ids]
+        head = [(key, value) for key, value in doc.items() if key not in ("images", "annotations")]
+        path = tmp_path / f"shard-{k:05d}-of-00002.json"
+        write_indexed_coco(path, head + [("images", []), ("annotations", [])],
+                           ((j, dumps(img)) for j, img in enumerate(images)),
+                           ((a["id"], ids[a["image_id"]], a.get("iscrowd", 0), dumps(a)) for a in anns), {})
+        shards.append(str(path))
+    cfg = setup(LITE0_CFG, *TINY_OPTS, "OUTPUT_DIR", str(tmp_path / "out"), train_json=shards, image_root=image_root)
+    assert MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).pseudo_mask_files == shards
+    assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 2
+    torch.manual_seed(0)
+    batch = next(iter(maskrcnn.MaskRCNNTrainer.build_train_loader(cfg)))
+    for item in batch:
+        masks = item["instances"].gt_masks.tensor
+        filled = box_pixel_masks(item["instances"].gt_boxes.tensor, *masks.shape[-2:], PIXEL_CENTRES)
+        iou = (masks & filled).sum((1, 2)).float() / (masks | filled).sum((1, 2)).float()
+        assert len(masks) and (iou < 0.9).all() and (iou > 0.3).all(), iou

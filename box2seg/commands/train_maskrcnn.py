@@ -18,7 +18,9 @@ logger = logging.getLogger(__name__)
 def add_arguments(parser):
     parser.add_argument("--config-file", required=True, metavar="FILE",
                         help="detectron2 Mask R-CNN config, e.g. configs/maskrcnn/mask_rcnn_lite0_FPN_pseudo.yaml")
-    parser.add_argument("--train-json", required=True, metavar="JSON", help="COCO instances JSON of pseudo-masks")
+    parser.add_argument("--train-json", required=True, nargs="+", metavar="JSON",
+                        help="pseudo-masks: a COCO instances JSON, or box2seg export's shard files / export folder "
+                             "(read lazily: no process holds the whole set)")
     parser.add_argument("--image-root", required=True, metavar="DIR", help="folder of the training images")
     parser.add_argument("--eval-json", default="", metavar="JSON",
                         help="COCO instances JSON with the true masks to evaluate on (segm and bbox AP)")
