@@ -1,21 +1,23 @@
 #!/usr/bin/env python
-"""Boxes in, Mask R-CNN out, on coco_tiny: export -> score -> Mask R-CNN on pseudo-masks vs filled boxes.
+"""Boxes in, Mask R-CNN out, on coco_tiny: export -> score -> Mask R-CNN on pseudo-masks vs ellipses vs boxes.
 
 The whole downstream path of the labelling use case, each stage timed:
 
 1. ``box2seg export`` of a Box2Seg model trained on the folder's boxes (e.g. by bench/coco_tiny_box2seg.py)
    over all images of ``annotations/instances_all.json``;
 2. ``box2seg score`` of the exported pseudo-masks against the true masks;
-3. ``box2seg train-maskrcnn`` (the EfficientNet-Lite0-FPN config) for the same budget twice: on the
-   pseudo-masks and on filled boxes (each box's rectangle as its mask, written here from the same JSON);
-   both evaluated by COCOEvaluator against the true masks of the same 160 images (the labelling use case:
+3. ``box2seg train-maskrcnn`` (the EfficientNet-Lite0-FPN config) for the same budget three times: on the
+   pseudo-masks, on filled ellipses and on filled boxes (the box-only baselines, drawn from the same JSON as
+   the unified scorer draws them, ``maskrcnn.write_baseline_mask_json``); each evaluated by COCOEvaluator
+   against the true masks of the same 160 images (the labelling use case:
    the detector is scored on the images whose boxes it was given, so this measures what the mask head
    learned from each kind of mask, not generalisation to new photos), and the mask head scored given the
    true boxes (train-maskrcnn's ``given_boxes``: per box and painted, the one scorer), the figure that stays
    informative while box AP is under 10.
 
     python bench/coco_tiny_maskrcnn.py --coco-root ../shared/data/coco_tiny \\
-        --box2seg-config configs/cpu/box2seg_lite0_coco.yaml --weights output/coco_tiny/full/model_final.pth \\
+        --box2seg-config configs/cpu/box2seg_lite0_coco_chips.yaml \\
+        --weights output/coco_tiny_chips/transductive_seed0/model_final.pth \\
         --output output/coco_tiny_maskrcnn --iters 300 [--export-opts MODEL.BOX2SEG.TEST.BOX_RULE foreground] \
         [--maskrcnn-opts INPUT.MIN_SIZE_TRAIN "(256, 320)" ...]
 
@@ -31,10 +33,7 @@ import subprocess
 import sys
 import time
 
-import numpy as np
-from pycocotools import mask as mask_util
-
-from box2seg.maskrcnn import GIVEN_BOXES, box_ap_note
+from box2seg.maskrcnn import GIVEN_BOXES, box_ap_note, write_baseline_mask_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATASET = "coco_tiny_all"
@@ -47,28 +46,6 @@ def box2seg(*argv):
     return time.time() - start
 
 
-def write_filled_boxes(gt_json, out_json):
-    """The true-mask JSON with each non-crowd mask replaced by its box's rectangle (RLE); crowd kept."""
-    with open(gt_json) as f:
-        data = json.load(f)
-    sizes = {im["id"]: (im["height"], im["width"]) for im in data["images"]}
-    for ann in data["annotations"]:
-        if ann.get("iscrowd", 0):
-            continue
-        h, w = sizes[ann["image_id"]]
-        x, y, bw, bh = ann["bbox"]
-        m = np.zeros((h, w), np.uint8, order="F")
-        m[int(np.floor(y)):int(np.ceil(y + bh)), int(np.floor(x)):int(np.ceil(x + bw))] = 1
-        rle = mask_util.encode(m)
-        rle["counts"] = rle["counts"].decode("ascii")
-        ann["segmentation"] = rle
-        ann["area"] = float(m.sum())
-    tmp = f"{out_json}.{os.getpid()}.tmp"  # parallel invocations (--runs) must not share a temp file
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, out_json)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--coco-root", required=True, help="folder with annotations/instances_all.json")
@@ -79,7 +56,8 @@ def main():
     parser.add_argument("--iters", type=int, default=300, help="Mask R-CNN SOLVER.MAX_ITER (both runs)")
     parser.add_argument("--export-opts", nargs="*", default=[], metavar="KEY VALUE",
                         help="Box2Seg config overrides for the export, e.g. MODEL.BOX2SEG.TEST.BOX_RULE foreground")
-    parser.add_argument("--runs", nargs="+", default=["pseudo", "boxes"], choices=["pseudo", "boxes"],
+    parser.add_argument("--runs", nargs="+", default=["pseudo", "ellipse", "boxes"],
+                        choices=["pseudo", "ellipse", "boxes"],
                         help="which Mask R-CNN trainings this invocation may run (separate invocations can run "
                              "them in parallel; the table needs both results)")
     parser.add_argument("--maskrcnn-opts", nargs="*", default=[], metavar="KEY VALUE",
@@ -102,10 +80,12 @@ def main():
     box2seg("score", "--gt", gt_json, "--pred", pseudo_json, "--json-out", os.path.join(out, "score.json"))
     minutes["score"] = (time.time() - start) / 60
 
-    boxes_json = os.path.join(out, "filled_boxes.json")
-    write_filled_boxes(gt_json, boxes_json)
+    # The baselines' masks as the unified scorer draws them (pixel centres).
+    ellipse_json = write_baseline_mask_json(gt_json, os.path.join(out, "filled_ellipses.json"), "ellipse")
+    boxes_json = write_baseline_mask_json(gt_json, os.path.join(out, "filled_boxes.json"), "box")
     table = {}
-    for key, name, train_json in (("pseudo", "Box2Seg pseudo-masks", pseudo_json), ("boxes", "filled boxes", boxes_json)):
+    for key, name, train_json in (("pseudo", "Box2Seg pseudo-masks", pseudo_json),
+                                  ("ellipse", "filled ellipses", ellipse_json), ("boxes", "filled boxes", boxes_json)):
         run_dir = os.path.join(out, "maskrcnn_" + key)
         results_path = os.path.join(run_dir, "maskrcnn_results.json")
         if not os.path.exists(results_path):

@@ -55,7 +55,8 @@ from .structures import decode_segmentation, encode_rle, record_boxes
 
 __all__ = ["TRAIN_NAME", "EVAL_NAME", "RESULTS_FILE", "GIVEN_BOXES", "INFORMATIVE_BOX_AP", "MaskRCNNTrainer",
            "check_pseudo_masks", "register_json", "setup_maskrcnn_cfg", "given_box_scores", "train_and_evaluate",
-           "write_results", "read_results", "box_ap_note", "write_filled_box_json"]
+           "write_results", "read_results", "box_ap_note", "write_filled_box_json",
+           "write_baseline_mask_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -266,9 +267,11 @@ def box_ap_note(results):
     return ""
 
 
-def write_filled_box_json(gt_json, out_json):
-    """``gt_json`` with each non-crowd mask replaced by its filled box (pixel centres, as the "filled boxes"
-    baseline draws it), RLE; crowd annotations kept. The same-budget control for pseudo-masks."""
+def write_baseline_mask_json(gt_json, out_json, method="box"):
+    """``gt_json`` with each non-crowd mask replaced by a box-only baseline's mask, RLE: ``method`` "box" (the
+    filled box) or "ellipse" (the inscribed ellipse), drawn as the unified scorer draws them (pixel centres,
+    :func:`~box2seg.evaluation.box_scorer.baseline_masks`); crowd annotations kept. The same-budget controls
+    for pseudo-masks in a Mask R-CNN comparison."""
     with open(gt_json) as f:
         data = json.load(f)
     sizes = {im["id"]: (im["height"], im["width"]) for im in data["images"]}
@@ -277,11 +280,16 @@ def write_filled_box_json(gt_json, out_json):
             continue
         h, w = sizes[ann["image_id"]]
         x, y, bw, bh = ann["bbox"]
-        mask = baseline_masks("box", [[x, y, x + bw, y + bh]], h, w)
+        mask = baseline_masks(method, [[x, y, x + bw, y + bh]], h, w)
         (ann["segmentation"],) = encode_rle(mask)
         ann["area"] = float(mask.sum())
     atomic_write_json(out_json, data)
     return out_json
+
+
+def write_filled_box_json(gt_json, out_json):
+    """``gt_json`` with each non-crowd mask replaced by its filled box (:func:`write_baseline_mask_json`)."""
+    return write_baseline_mask_json(gt_json, out_json, "box")
 
 
 def write_results(output_dir, results, config_file, train_json, eval_json=""):

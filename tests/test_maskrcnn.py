@@ -227,6 +227,21 @@ def test_filled_box_json_replaces_every_mask_by_its_box(tmp_path):
         assert mask[int(y):int(y + h), int(x):int(x + w)].all()
 
 
+def test_ellipse_json_holds_the_scorers_ellipse_inside_each_box(tmp_path):
+    gt_json, _ = make_shapes_json(tmp_path / "gt", num_images=2)
+    out = maskrcnn.write_baseline_mask_json(gt_json, str(tmp_path / "ellipses.json"), "ellipse")
+    data = json.loads(open(out).read())
+    sizes = {im["id"]: (im["height"], im["width"]) for im in data["images"]}
+    for ann in data["annotations"]:
+        rle = dict(ann["segmentation"], counts=ann["segmentation"]["counts"].encode())
+        x, y, w, h = ann["bbox"]
+        mask = mask_util.decode(rle).astype(bool)
+        (expected,) = baseline_masks("ellipse", [[x, y, x + w, y + h]], *sizes[ann["image_id"]])
+        assert np.array_equal(mask, expected) and ann["area"] == expected.sum()
+        assert 0.70 * w * h < mask.sum() < 0.86 * w * h  # pi / 4 of the box, up to pixel rounding
+        assert not mask[:, : int(x)].any() and not mask[: int(y)].any()  # nothing outside the box
+
+
 def test_indexed_shard_files_train_lazily(tmp_path):
     """Shard files written by export's indexed writer are read lazily for training (export.shards): the
     config takes the list, and the batches carry the same pseudo-masks as the plain JSON gives."""
