@@ -67,20 +67,3 @@ def registered():
 def scenes():
     """``scenes(folder, n)``: ``n`` scenes written into ``folder``, as dataset dicts."""
     return lambda folder, n, seed=0: scene_dicts(write_scenes(folder, n, seed=seed))
-
-
-@pytest.fixture
-def registered():
-    names = []
-
-    def register(dicts, classes=("a", "b", "c")):
-        name = f"test_grabcut_{uuid.uuid4().hex[:8]}"
-        DatasetCatalog.register(name, lambda: [dict(d) for d in dicts])
-        MetadataCatalog.get(name).set(thing_classes=list(classes))
-        names.append(name)
-        return name
-
-    yield register
-    for name in names:
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
