@@ -17,8 +17,11 @@
   descendants verified absent too; a class verified present (or boxed) does not make its parents verified
   (:func:`expand_verified` says why).
 - Scale: the boxes CSV is parsed once into a cached columnar index every process maps
-  (:mod:`.openimages_index`); the official instance masks load as a ground-truth COCO JSON for
-  ``box2seg score`` (:mod:`.openimages_masks`).
+  (:mod:`.openimages_index`). ``DatasetCatalog.get`` returns :class:`OpenImagesRecords`, a lazy sequence
+  whose records are built on access from the index and a cached *view* of it (the kept boxes grouped by
+  image, the image sizes, the verified classes as CSR arrays; about 12 bytes a box and 30 an image, mapped),
+  never a list of dicts (about 1 KB a box: GBs per process for the V6 train CSV). The official instance
+  masks load as a ground-truth COCO JSON for ``box2seg score`` (:mod:`.openimages_masks`).
 Open Images box labels are not exhaustive (``box_labels_exhaustive = False``): an unverified class may be
 present without a box. Bad input: a missing column, a malformed class file, a flag that is not 0 / 1 or a
 coordinate written as a boolean (``True`` / ``False``) raises, naming the file and line; a truncated or
@@ -29,17 +32,20 @@ From the command line, ``--openimages-dataset NAME=BOXES.csv:IMAGE_ROOT`` regist
 up, Open Images' ``annotations/`` layout), else the classes are the LabelNames of the boxes CSV itself.
 """
 import csv
+import hashlib
 import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 from detectron2.structures import BoxMode
 from tqdm import tqdm
 
-from ..cache import atomic_write_json, cache_root, stable_hash
-from .openimages_index import ATTRIBUTE_COLUMNS, BOX_COLUMNS, header_index, openimages_index
+from ..cache import annotations_hash, atomic_path, atomic_write_json, cache_root, file_lock, stable_hash
+from .openimages_index import ATTRIBUTE_COLUMNS, BOX_COLUMNS, BoxIndex, header_index, openimages_index
+from .lazy import LazyRecords
 from .common import (
     DatasetError,
     BOX_CLIPPED,
@@ -200,16 +206,30 @@ def expand_verified(present, absent, box_classes, descendants):
 
 
 def load_openimages_boxes(boxes_csv, class_descriptions_csv, image_root, image_labels_csv=None,
-                          dataset_name=None, report=None, image_ext=".jpg", hierarchy_json=None):
+                          dataset_name=None, report=None, image_ext=".jpg", hierarchy_json=None, lazy=False):
     """Load Open Images boxes as Box2Seg dataset dicts (images in the order of the boxes CSV).
 
     Annotation ``id`` is the box's line number in the CSV. With ``hierarchy_json`` (and image-level labels),
     a verified-absent class makes its descendants verified absent too (:func:`expand_verified`).
+    ``lazy``: return an :class:`OpenImagesRecords` (the same records, built on access; what the registered
+    datasets return) instead of a list (every record in memory: the reference the lazy one is tested against).
     """
     image_root = os.path.abspath(os.path.expanduser(image_root))
     name = dataset_name or os.path.splitext(os.path.basename(boxes_csv))[0]
     report = report or LoadReport(name, boxes_csv)
     mids, display = _classes(class_descriptions_csv, boxes_csv)
+    if lazy:
+        records = OpenImagesRecords.load(boxes_csv, mids, image_root, image_labels_csv, report, image_ext,
+                                         hierarchy_json)
+        report.num_images, report.num_boxes = len(records), records.num_boxes
+        empty = records.empty_positions()
+        if len(empty):
+            report.note("images without boxes (background-only loss)", f"image id {records.image_id(empty[0])!r}",
+                        count=len(empty))
+        report.log()  # as LoadReport.finish, from the view's arrays
+        if dataset_name is not None:
+            update_metadata(dataset_name, _class_metadata(mids, display))
+        return records
     mid_map = {m: i for i, m in enumerate(mids)}
 
     # The CSV parsed once into a cached columnar index that this process maps (openimages_index).
@@ -313,7 +333,7 @@ def register_openimages_boxes(name, boxes_csv, class_descriptions_csv, image_roo
                   image_labels_csv=image_labels_csv, hierarchy_json=hierarchy_json).items()}
     register_box_dataset(
         name,
-        lambda: load_openimages_boxes(**paths, dataset_name=name, image_ext=image_ext),
+        lambda: load_openimages_boxes(**paths, dataset_name=name, image_ext=image_ext, lazy=True),
         {**paths, "box_labels_exhaustive": False},
         lazy_metadata=lambda: _class_metadata(*_classes(paths["class_descriptions_csv"], paths["boxes_csv"])),
         lazy_keys=_LAZY_KEYS,
@@ -370,3 +390,370 @@ def register_openimages_spec(spec):
                            "(choose another name)")
     register_openimages_boxes(name, boxes_csv, find_class_descriptions(boxes_csv), image_root)
     return name
+
+
+# ------------------------------------------------------------------------------------------------ lazy records
+
+VIEW_VERSION = 1
+_VIEW_ARRAYS = ("images", "hw", "rows", "starts", "verified_indptr", "verified")
+_CHUNK = 1 << 20  # boxes per vectorised step of a view build (bounds its temporaries to tens of MB)
+
+
+def image_sizes_array(index, image_root, image_ext=".jpg", workers=8):
+    """(images, 2) int32 heights and widths aligned with ``index.image_ids``, -1 where an image is missing or
+    unreadable; cached as ``sizes-<hash of image_root>.npy`` in the index folder (8 bytes an image).
+
+    The JSON cache of :func:`image_sizes` (a dict per image: hundreds of MB parsed for 1.7M images) is read
+    once, when the array does not exist yet; missing images are retried on every load, as there."""
+    image_root = os.path.abspath(image_root)
+    key = stable_hash([image_root, image_ext])
+    store = Path(index.folder) / f"sizes-{key}.npy"
+    n = len(index.image_ids)
+    sizes = None
+    if store.is_file():
+        try:
+            sizes = np.array(np.load(store), dtype=np.int32)
+        except (OSError, ValueError):
+            sizes = None
+        if sizes is not None and sizes.shape != (n, 2):
+            sizes = None
+    fresh = sizes is None
+    if fresh:
+        sizes = np.full((n, 2), -1, np.int32)
+        old = cache_root() / "openimages" / f"sizes-{key}.json"
+        if old.is_file():
+            try:
+                cached = json.loads(old.read_text())
+            except ValueError:
+                cached = {}
+            for k in range(n):
+                size = cached.get(index.image_id(k))
+                if size is not None:
+                    sizes[k] = size
+            del cached
+    todo = np.flatnonzero(sizes[:, 0] < 0)
+    found = 0
+    if len(todo):
+        def read(k):
+            try:
+                return k, read_image_size(os.path.join(image_root, index.image_id(k) + image_ext))
+            except OSError:
+                return k, None
+
+        with ThreadPoolExecutor(workers) as pool:  # header reads are I/O bound
+            for k, size in tqdm(pool.map(read, todo.tolist()), total=len(todo), desc="Open Images sizes",
+                                unit="img", mininterval=2.0, disable=len(todo) < 1000):
+                if size is not None:
+                    sizes[k] = size
+                    found += 1
+    if fresh or found:
+        with atomic_path(store) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, sizes)
+    return sizes
+
+
+def _file_stamp(path):
+    if path is None:
+        return None
+    path = os.path.abspath(os.path.expanduser(path))
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return [path, None]
+    return [path, stat.st_size, stat.st_mtime_ns]
+
+
+def _report_state(report):
+    """A :class:`LoadReport`'s skipped and noted entries as JSON: ``[[kind, reason, count, examples]]``."""
+    return [[kind, reason, count, report._examples.get((kind, reason), [])]
+            for kind, table in (("skip", report.skipped), ("note", report.noted)) for reason, count in table.items()]
+
+
+def _replay_report(entries, report):
+    for kind, reason, count, examples in entries:
+        add = report.skip if kind == "skip" else report.note
+        for where in examples:
+            add(reason, where)
+        if count > len(examples):
+            add(reason, None, count=count - len(examples))
+
+
+def _verified_pairs(path, mid_map, record_ids, report):
+    """(record positions, classes, absent flags) int arrays of the human image-level labels of the records'
+    images, read and reported exactly as :func:`read_verified_classes` does, in chunks: the image ids are
+    matched with a sorted byte-string array (``record_ids``), not a set of Python strings."""
+    order = np.argsort(record_ids, kind="stable")
+    sorted_ids = record_ids[order]
+    pos, cls, absent = [], [], []
+
+    def flush(entries):
+        ids = [e[1] for e in entries if e[1] is not None]
+        wanted = np.zeros(len(ids), bool)
+        found = np.zeros(len(ids), np.int64)
+        if ids and len(sorted_ids):
+            chunk = np.array(ids)
+            width = max(chunk.dtype.itemsize, sorted_ids.dtype.itemsize)
+            chunk = chunk.astype(f"S{width}")
+            table = sorted_ids.astype(f"S{width}") if sorted_ids.dtype.itemsize < width else sorted_ids
+            at = np.minimum(np.searchsorted(table, chunk), len(table) - 1)
+            wanted = table[at] == chunk
+            found = order[at]
+        j = 0
+        for line, image_id, human, confidence, label in entries:
+            if image_id is None:
+                report.skip(f"truncated rows in {os.path.basename(path)}", f"line {line}")
+                continue
+            k = j
+            j += 1
+            if not wanted[k] or not human:
+                continue
+            try:
+                value = float(confidence)
+            except ValueError:
+                report.skip(f"rows with a non-numeric Confidence in {os.path.basename(path)}", f"line {line}")
+                continue
+            if value not in (0.0, 1.0):
+                continue
+            c = mid_map.get(label)
+            if c is None:
+                report.note("image-level labels of classes without boxes (ignored)", f"line {line}")
+                continue
+            pos.append(int(found[k]))
+            cls.append(c)
+            absent.append(value == 0.0)
+
+    with _open_csv(path, "image-level labels") as f:
+        reader = csv.reader(f)
+        index, ncols = header_index(reader, path, LABEL_COLUMNS)
+        i_image, i_source, i_label, i_conf = (index[c] for c in LABEL_COLUMNS)
+        entries = []
+        for row in reader:
+            if not row:
+                continue
+            if len(row) < ncols:
+                entries.append((reader.line_num, None, None, None, None))
+            else:
+                entries.append((reader.line_num, row[i_image].encode("utf-8"),
+                                row[i_source].strip().lower() != "machine", row[i_conf], row[i_label]))
+            if len(entries) >= 200_000:
+                flush(entries)
+                entries = []
+        flush(entries)
+    return np.asarray(pos, np.int64), np.asarray(cls, np.int64), np.asarray(absent, bool)
+
+
+def _descendant_csr(descendants, num_classes):
+    counts = np.zeros(num_classes, np.int64)
+    for c, d in descendants.items():
+        counts[c] = len(d)
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    flat = np.zeros(int(indptr[-1]), np.int64)
+    for c, d in descendants.items():
+        flat[indptr[c]:indptr[c + 1]] = sorted(d)
+    return indptr, flat
+
+
+def _expand_ranges(indptr, flat, keys):
+    """``flat[indptr[k]:indptr[k + 1]]`` for every k of ``keys``, concatenated, and how many each gave."""
+    starts, counts = indptr[keys], indptr[keys + 1] - indptr[keys]
+    total = int(counts.sum())
+    offsets = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(total)
+    return flat[offsets], counts
+
+
+def _build_view(folder, index, sizes, mids, image_root, image_ext, image_labels_csv, hierarchy_json, source):
+    """Validate and group the boxes (as the eager loader does, vectorised in chunks) and write the view's
+    arrays and report to ``folder`` (``meta.json`` last)."""
+    report = LoadReport("view", source)
+    index.replay(report)
+    base = os.path.basename(source)
+    mid_map = {m: i for i, m in enumerate(mids)}
+    lut = np.array([mid_map.get(m, -1) for m in index.labels] or [-1], np.int32)
+    n, n_images = len(index), len(index.image_ids)
+    label, image, line = index.label, index.image, index.line
+
+    unknown = []
+    for s in range(0, n, _CHUNK):
+        unknown.extend((np.flatnonzero(lut[label[s:s + _CHUNK]] < 0)[:5] + s).tolist())
+        if len(unknown) >= 5:
+            break
+    for j in unknown[:5]:
+        report.skip("boxes of a class not in the class descriptions",
+                    f"{base} line {int(line[j])} ({index.labels[int(label[j])]!r})")
+    num_unknown = sum(int((lut[label[s:s + _CHUNK]] < 0).sum()) for s in range(0, n, _CHUNK))
+    if num_unknown > 5:
+        report.skip("boxes of a class not in the class descriptions", None, count=num_unknown - 5)
+
+    present = sizes[:, 0] >= 0
+    for k in np.flatnonzero(~present)[:3].tolist():
+        report.skip("images missing or unreadable (with their boxes)",
+                    os.path.join(image_root, index.image_id(k) + image_ext))
+    if (~present).sum() > 3:
+        report.skip("images missing or unreadable (with their boxes)", None, count=int((~present).sum()) - 3)
+    heights = np.where(present, sizes[:, 0], 0).astype(np.float64)
+    widths = np.where(present, sizes[:, 1], 0).astype(np.float64)
+
+    # The readable boxes' status (int8), in CSV order, then one report over all of them (as the eager one).
+    readable_rows, status = [], []
+    unreadable = 0
+    for s in range(0, n, _CHUNK):
+        known = np.flatnonzero(lut[label[s:s + _CHUNK]] >= 0) + s
+        owner = image[known]
+        readable = widths[owner] > 0
+        unreadable += int((~readable).sum())
+        rows = known[readable]
+        w, h = widths[image[rows]], heights[image[rows]]
+        absolute = np.asarray(index.coords[rows]) * np.stack([w, h, w, h], axis=1)
+        readable_rows.append(rows.astype(np.int32))
+        status.append(validate_boxes(absolute, w, h)[1])
+    if unreadable:
+        report.skip("boxes of missing or unreadable images", count=unreadable)
+    readable_rows = np.concatenate(readable_rows) if readable_rows else np.zeros(0, np.int32)
+    status = np.concatenate(status) if status else np.zeros(0, np.int8)
+    report_box_status(status, report, lambda j: f"{base} line {int(line[readable_rows[j]])} "
+                                                f"(image {index.image_id(int(image[readable_rows[j]]))})")
+    rows = readable_rows[status <= BOX_CLIPPED]
+    del readable_rows, status
+    owners = np.asarray(image[rows])
+    rows = rows[np.argsort(owners, kind="stable")]  # grouped by image, CSV order within
+    counts = np.bincount(owners, minlength=n_images)
+    del owners
+    images = np.flatnonzero(present).astype(np.int32)
+    starts = np.concatenate([[0], np.cumsum(counts[images])]).astype(np.int64)
+    arrays = {"images": images, "hw": sizes[images].astype(np.int32), "rows": rows, "starts": starts}
+
+    if image_labels_csv is not None:
+        pos, cls, absent = _verified_pairs(image_labels_csv, mid_map, np.asarray(index.image_ids)[images], report)
+        box_pos = np.repeat(np.arange(len(images), dtype=np.int64), np.diff(starts))
+        box_cls = lut[np.asarray(label[rows])].astype(np.int64)
+        parts = [(pos, cls), (box_pos, box_cls)]
+        if hierarchy_json is not None:
+            indptr, flat = _descendant_csr(read_class_hierarchy(hierarchy_json, mid_map), len(mids))
+            below, per = _expand_ranges(indptr, flat, cls[absent])
+            parts.append((np.repeat(pos[absent], per), below))
+        keys = np.unique(np.concatenate([p * len(mids) + c for p, c in parts]))
+        arrays["verified_indptr"] = np.searchsorted(keys // len(mids), np.arange(len(images) + 1)).astype(np.int64)
+        arrays["verified"] = (keys % len(mids)).astype(np.int32)
+    for name, values in arrays.items():
+        with atomic_path(folder / f"{name}.npy") as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, values)
+    atomic_write_json(folder / "meta.json", {  # last: marks the view complete
+        "version": VIEW_VERSION, "lut": lut.tolist(), "image_root": image_root, "image_ext": image_ext,
+        "verified": image_labels_csv is not None, "report": _report_state(report), "boxes": int(len(rows))})
+
+
+class OpenImagesRecords(LazyRecords):
+    """Open Images records built on access (``DatasetCatalog.get`` of a registered Open Images dataset).
+
+    Equal, record for record, to what ``load_openimages_boxes(..., lazy=False)`` returns. Backed by the mapped
+    box index (:mod:`.openimages_index`) and a cached view under ``<index folder>/view-<key>/`` (key: the
+    classes, image root, image sizes, labels and hierarchy files): ``images`` (int32, index image of each
+    record), ``hw`` (int32 heights, widths), ``rows`` (int32, index rows of the kept boxes grouped by record),
+    ``starts`` (int64 CSR offsets into ``rows``), ``verified_indptr`` / ``verified`` (the sorted verified
+    classes of each record, CSR), and ``meta.json`` (class lookup, the load report to replay, the
+    annotations hash once computed). Pickles as the two folders (workers map them again).
+    """
+
+    def __init__(self, index_folder, view_folder):
+        super().__init__()
+        self.index_folder, self.view_folder = str(index_folder), str(view_folder)
+        self._map()
+
+    def _map(self):
+        view = Path(self.view_folder)
+        try:
+            self._meta = json.loads((view / "meta.json").read_text())
+        except FileNotFoundError:
+            raise DatasetError(f"Open Images view {view} was removed (cache cleared?): load the dataset again "
+                               "(DatasetCatalog.get) in the parent process") from None
+        self._index = BoxIndex(self.index_folder)
+        self._lut = np.asarray(self._meta["lut"], np.int64)
+        for name in _VIEW_ARRAYS:
+            path = view / f"{name}.npy"
+            setattr(self, f"_{name}", np.load(path, mmap_mode="r") if path.is_file() else None)
+        self._root, self._ext = self._meta["image_root"], self._meta["image_ext"]
+        self._attribute_keys = list(ATTRIBUTE_COLUMNS.values())
+
+    def __getstate__(self):
+        return {"index_folder": self.index_folder, "view_folder": self.view_folder, "fields": self._fields}
+
+    def __setstate__(self, state):
+        self.index_folder, self.view_folder = state["index_folder"], state["view_folder"]
+        self._fields = state["fields"]
+        self._map()
+
+    @classmethod
+    def load(cls, boxes_csv, mids, image_root, image_labels_csv, report, image_ext=".jpg", hierarchy_json=None):
+        """Map (building first if missing, under a lock) the view of these files; replay its report."""
+        index = openimages_index(boxes_csv)
+        sizes = image_sizes_array(index, image_root, image_ext)
+        key = stable_hash([VIEW_VERSION, index.folder.name, hashlib.sha1(sizes.tobytes()).hexdigest(), mids,
+                           image_root, image_ext, _file_stamp(image_labels_csv), _file_stamp(hierarchy_json)])
+        folder = Path(index.folder) / f"view-{key}"
+        if not (folder / "meta.json").is_file():
+            with file_lock(folder / ".lock", busy_message=f"waiting for another process building {folder}"):
+                if not (folder / "meta.json").is_file():
+                    _build_view(folder, index, sizes, mids, image_root, image_ext, image_labels_csv,
+                                hierarchy_json, os.path.abspath(boxes_csv))
+        del sizes
+        records = cls(index.folder, folder)
+        _replay_report(records._meta["report"], report)
+        return records
+
+    def __len__(self):
+        return len(self._images)
+
+    @property
+    def num_boxes(self):
+        return int(self._starts[-1]) if len(self._starts) else 0
+
+    def image_id(self, i):
+        return self._index.image_id(int(self._images[i]))
+
+    def empty_positions(self):
+        """Positions of the records without boxes (int64)."""
+        return np.flatnonzero(np.diff(np.asarray(self._starts)) == 0)
+
+    def positions_with_boxes(self, crowd=True):
+        starts = np.asarray(self._starts)
+        if crowd:
+            return np.flatnonzero(np.diff(starts) > 0)
+        kept = np.concatenate([[0], np.cumsum(np.asarray(self._index.group[np.asarray(self._rows)]) == 0)])
+        return np.flatnonzero(kept[starts[1:]] - kept[starts[:-1]] > 0)
+
+    def _build(self, i):
+        image_id = self._index.image_id(int(self._images[i]))
+        h, w = (int(v) for v in self._hw[i])
+        record = {"file_name": os.path.join(self._root, image_id + self._ext), "image_id": image_id,
+                  "height": h, "width": w, "annotations": []}
+        start, end = int(self._starts[i]), int(self._starts[i + 1])
+        if end > start:
+            rows = np.asarray(self._rows[start:end])
+            index = self._index
+            limits = np.array([w, h, w, h], np.float64)
+            boxes = np.clip(np.asarray(index.coords[rows]) * limits, 0.0, limits).tolist()
+            classes = self._lut[np.asarray(index.label[rows])].tolist()
+            groups, lines = index.group[rows].tolist(), index.line[rows].tolist()
+            attributes = index.attributes[rows].tolist()
+            keys = self._attribute_keys
+            record["annotations"] = [
+                {"bbox": boxes[j], "bbox_mode": BoxMode.XYXY_ABS, "category_id": classes[j], "iscrowd": groups[j],
+                 "id": lines[j], **dict(zip(keys, attributes[j]))} for j in range(end - start)]
+        if self._verified_indptr is not None:
+            record["verified_classes"] = self._verified[
+                int(self._verified_indptr[i]):int(self._verified_indptr[i + 1])].tolist()
+        return record
+
+    def annotations_hash(self, length=12):
+        """The records' :func:`~box2seg.data.cache.annotations_hash` (the same value as for the list), streamed
+        once and kept in the view's ``hash.json``: a full pass over 14.6M boxes is minutes of Python."""
+        path = Path(self.view_folder) / "hash.json"
+        try:
+            return json.loads(path.read_text())["sha1"][:length]
+        except (OSError, ValueError, KeyError):
+            pass
+        digest = annotations_hash((r for r in self), length=40)
+        atomic_write_json(path, {"sha1": digest})
+        return digest[:length]

@@ -130,7 +130,7 @@ def test_sizes_are_cached(oi, name, fresh_cache, monkeypatch):
     register_openimages_boxes(name, boxes, classes, images)
     first = DatasetCatalog.get(name)
     assert all("verified_classes" not in r for r in first)
-    assert list((fresh_cache / "openimages").glob("sizes-*.json"))
+    assert list((fresh_cache / "openimages").rglob("sizes-*.npy"))  # beside the index (the lazy records')
 
     def no_reads(path):
         name = str(path).rsplit("/", 1)[-1]
