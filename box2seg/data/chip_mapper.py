@@ -20,6 +20,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.structures import Boxes, Instances
 
 from ..structures import boxes_in_chip, chip_regions, crop_chips, flip_boxes_horizontally, record_boxes, sample_label_chip
+from .datasets.lazy import is_lazy
 from .grabcut import IGNORE_INDEX, own_grabcut_mask, read_png_stats
 from .images import read_image
 from .mapper import Box2SegDatasetMapper
@@ -60,7 +61,8 @@ class ChipDatasetMapper(Box2SegDatasetMapper):
             raise ValueError(f"MODEL.BOX2SEG.CHIPS.TARGET={target!r}: must be one of {CHIP_TARGETS}")
         self.target = target
         self.is_train = True
-        self.records = DatasetFromList(list(records), copy=False, serialize=True)
+        # A lazy sequence (Open Images) builds a fresh record per access already; a list is serialised once.
+        self.records = records if is_lazy(records) else DatasetFromList(list(records), copy=False, serialize=True)
         self.size = int(size)
         self.context = float(context)
         self.scale_jitter = float(scale_jitter)

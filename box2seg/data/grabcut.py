@@ -61,6 +61,7 @@ from ..structures import (
     record_boxes,
 )
 from .cache import annotations_hash, cache_root, safe_name, stable_hash
+from .datasets.lazy import is_lazy
 
 __all__ = [
     "IGNORE_INDEX",
@@ -473,22 +474,31 @@ def attach_grabcut_files(dataset_name, dataset_dicts, settings=None):
     """
     settings = settings or GrabCutSettings()
     folder = grabcut_cache_dir(dataset_name, dataset_dicts, settings)
-    paths = [grabcut_file_for(folder, r) for r in dataset_dicts]
-    missing = [i for i, p in enumerate(paths) if not p.is_file()]
+    lazy = is_lazy(dataset_dicts)  # records built on access: the field is added as each one is built
+    ids = dataset_dicts.image_ids() if lazy else (r["image_id"] for r in dataset_dicts)
+    missing = [i for i, image_id in enumerate(ids) if not grabcut_file_for(folder, {"image_id": image_id}).is_file()]
     if missing:
         warn_other_settings(dataset_name, dataset_dicts, settings)
         first = ", ".join(
             f"{dataset_dicts[i]['file_name']} (image_id {dataset_dicts[i].get('image_id')!r})" for i in missing[:3]
         )
         raise FileNotFoundError(
-            f"GrabCut labels are missing for {len(missing)} of {len(paths)} images of dataset {dataset_name!r} "
+            f"GrabCut labels are missing for {len(missing)} of {len(dataset_dicts)} images of dataset {dataset_name!r} "
             f"(first: {first}) in {folder}. Compute them with:\n    {prepare_command(dataset_name, settings)}\n"
             "(add --coco-dataset NAME=JSON:IMAGE_ROOT or --config-file if the dataset is registered by a flag "
             "or config; a changed annotation file or GrabCut setting needs a new run)"
         )
-    for record, path in zip(dataset_dicts, paths):
-        record["grabcut_file_name"] = str(path)
+    if lazy:
+        dataset_dicts.add_field("grabcut_file_name", grabcut_file_field, str(folder))
+        return dataset_dicts
+    for record in dataset_dicts:
+        record["grabcut_file_name"] = str(grabcut_file_for(folder, record))
     return dataset_dicts
+
+
+def grabcut_file_field(record, folder):
+    """``record["grabcut_file_name"]`` of a lazy record sequence (``LazyRecords.add_field``)."""
+    return str(grabcut_file_for(folder, record))
 
 
 def load_instance_map(record_or_path):

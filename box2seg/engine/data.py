@@ -2,12 +2,15 @@
 rank 0 behind a barrier, and loaders whose records carry the GrabCut files the mapper reads. With more than
 one process, missing GrabCut labels are refused with the command that prepares them: the other ranks would
 wait at the barrier (detectron2's 30-minute timeout) while rank 0 ran GrabCut for hours."""
-from detectron2.data import DatasetCatalog, build_detection_test_loader, build_detection_train_loader
+import logging
+
+from detectron2.data import DatasetCatalog, DatasetFromList, build_detection_test_loader, build_detection_train_loader
 from detectron2.utils import comm
 
 from ..data.grabcut import GrabCutSettings, attach_grabcut_files, grabcut_cache_dir, grabcut_file_for, prepare_command
 from ..data.grabcut_job import prepare_dataset
 from ..data.chip_mapper import ChipDatasetMapper, chip_items
+from ..data.datasets.lazy import ConcatRecords, PairSequence, constant_field, is_lazy
 from ..data.mapper import Box2SegDatasetMapper
 from ..data.pixel_labels import mark_pixel_labels
 
@@ -20,6 +23,8 @@ __all__ = [
     "train_dicts_with_grabcut",
 ]
 
+logger = logging.getLogger(__name__)
+
 
 class GrabCutNotPreparedError(ValueError):
     """GrabCut labels are missing and this multi-process run will not compute them behind a barrier."""
@@ -27,7 +32,8 @@ class GrabCutNotPreparedError(ValueError):
 
 def _missing_grabcut(name, dicts, settings):
     folder = grabcut_cache_dir(name, dicts, settings)
-    return sum(not grabcut_file_for(folder, r).is_file() for r in dicts)
+    ids = dicts.image_ids() if is_lazy(dicts) else (r["image_id"] for r in dicts)  # lazy: no record built
+    return sum(not grabcut_file_for(folder, {"image_id": i}).is_file() for i in ids)
 
 
 def prepare_caches(cfg, dataset_names, grabcut=True):
@@ -61,15 +67,29 @@ def prepare_caches(cfg, dataset_names, grabcut=True):
 
 
 def train_dicts_with_grabcut(cfg):
+    """The training records with their GrabCut files: a list, or, when a dataset is a lazy record sequence
+    (Open Images), a sequence built on access (:class:`~box2seg.data.datasets.lazy.ConcatRecords` of several),
+    never copied into a list of dicts."""
     settings = GrabCutSettings.from_config(cfg)
-    dicts = []
+    parts = []
     for name in cfg.DATASETS.TRAIN:
         records = DatasetCatalog.get(name)
         attach_grabcut_files(name, records, settings)
-        dicts.extend(records)
-    if not dicts:
+        parts.append(records)
+    if not any(is_lazy(p) for p in parts):
+        dicts = [r for p in parts for r in p]
+    else:
+        dicts = parts[0] if len(parts) == 1 else ConcatRecords(parts)
+        if cfg.MODEL.BOX2SEG.PIXEL_LABELS.ENABLED:
+            logger.warning("MODEL.BOX2SEG.PIXEL_LABELS with a lazy dataset (%s): its %d records are copied into a "
+                           "list to mark the pixel-label images", tuple(cfg.DATASETS.TRAIN), len(dicts))
+            dicts = list(dicts)
+        else:  # what mark_pixel_labels sets when PIXEL_LABELS is off, added as each record is built
+            dicts.add_field("supervision", constant_field, "boxes")
+    if not len(dicts):
         raise ValueError(f"DATASETS.TRAIN={tuple(cfg.DATASETS.TRAIN)} gives no images")
-    mark_pixel_labels(cfg, dicts)  # MODEL.BOX2SEG.PIXEL_LABELS: which images train on their true mask
+    if not is_lazy(dicts):
+        mark_pixel_labels(cfg, dicts)  # MODEL.BOX2SEG.PIXEL_LABELS: which images train on their true mask
     return dicts
 
 
@@ -84,12 +104,15 @@ def build_train_loader(cfg):
     """Whole images (the paper's setting), or in chip mode (MODEL.BOX2SEG.CHIPS.ENABLED) one box-centred chip
     per item of the (image, box) list, which detectron2's seeded sampler shuffles."""
     records = train_dicts_with_grabcut(cfg)
+    lazy = is_lazy(records)
     if cfg.MODEL.BOX2SEG.CHIPS.ENABLED:
-        items = chip_items(records)
-        if not items:
+        items = PairSequence(*records.box_items()) if lazy else chip_items(records)  # int arrays, not tuples
+        if not len(items):
             raise ValueError(f"DATASETS.TRAIN={tuple(cfg.DATASETS.TRAIN)} has no non-crowd box to centre a chip on")
         return build_detection_train_loader(cfg, mapper=ChipDatasetMapper(cfg, records), dataset=items)
     mapper = Box2SegDatasetMapper(cfg, is_train=True)
+    if lazy:  # wrapped, not copied: each item is built when the loader asks for it
+        records = DatasetFromList(records, copy=False, serialize=False)
     return build_detection_train_loader(cfg, mapper=mapper, dataset=records)
 
 

@@ -712,6 +712,21 @@ class OpenImagesRecords(LazyRecords):
     def image_id(self, i):
         return self._index.image_id(int(self._images[i]))
 
+    def image_ids(self):
+        ids = self._index.image_ids
+        return (ids[k].decode("utf-8") for k in np.asarray(self._images).tolist())
+
+    def box_items(self, crowd=False):
+        starts = np.asarray(self._starts)
+        counts = np.diff(starts)
+        dtype = np.int32 if starts[-1] < 2**31 else np.int64  # 8 bytes a box, not 16: 14.6M boxes
+        positions = np.repeat(np.arange(len(counts), dtype=dtype), counts)
+        within = np.arange(int(starts[-1]), dtype=dtype) - np.repeat(starts[:-1].astype(dtype), counts)
+        if not crowd:
+            keep = np.asarray(self._index.group[np.asarray(self._rows)]) == 0
+            positions, within = positions[keep], within[keep]
+        return positions, within
+
     def empty_positions(self):
         """Positions of the records without boxes (int64)."""
         return np.flatnonzero(np.diff(np.asarray(self._starts)) == 0)

@@ -13,7 +13,7 @@ from detectron2.data import DatasetCatalog
 from box2seg.data.cache import annotations_hash
 from box2seg.data.datasets import openimages
 from box2seg.data.datasets.common import LoadReport, unregister
-from box2seg.data.datasets.lazy import ConcatRecords, LazyRecords, constant_field
+from box2seg.data.datasets.lazy import ConcatRecords, LazyRecords, PairSequence, constant_field
 from box2seg.data.datasets.openimages import OpenImagesRecords, load_openimages_boxes, register_openimages_boxes
 
 HEADER = "ImageID,Source,LabelName,Confidence,XMin,XMax,YMin,YMax,IsOccluded,IsTruncated,IsGroupOf,IsDepiction,IsInside"
@@ -181,3 +181,15 @@ def test_registered_dataset_is_lazy_and_reads_old_size_caches(generated, fresh_c
         unregister(name)
     assert isinstance(dicts, OpenImagesRecords) and dicts == eager
     assert list((fresh_cache / "openimages").rglob("sizes-*.npy"))
+
+
+def test_image_ids_and_chip_items_from_the_arrays(generated):
+    boxes, classes, images, _, _ = generated
+    lazy = load_openimages_boxes(boxes, classes, images, lazy=True)
+    assert list(lazy.image_ids()) == list(LazyRecords.image_ids(lazy)) == [r["image_id"] for r in lazy]
+    for crowd in (True, False):
+        fast, streamed = lazy.box_items(crowd=crowd), LazyRecords.box_items(lazy, crowd=crowd)
+        assert [a.tolist() for a in fast] == [a.tolist() for a in streamed]
+    from box2seg.data.chip_mapper import chip_items
+
+    assert list(PairSequence(*lazy.box_items())) == chip_items(list(lazy))
