@@ -8,13 +8,18 @@ peak RSS (``ru_maxrss``; pool workers: ``RUSAGE_CHILDREN``), so one measurement'
 the next. All inputs are generated (synthetic scenes, COCO JSONs, shard files, a boxes CSV) in a temporary
 folder.
 
-    .venv/bin/python bench/scale.py [--sections grabcut export merge reader openimages] [--repeats 3]
-        [--sizes 10000 100000 1000000] [--out bench/results/scale.json]
+    .venv/bin/python bench/scale.py [--sections grabcut export merge reader openimages openimages_dataset]
+        [--repeats 3] [--sizes 10000 100000 1000000] [--oi-sizes 1000000 4000000] [--out bench/results/scale.json]
+
+``openimages_dataset`` (not in the default sections): the peak memory of a process that uses a registered
+Open Images dataset (the lazy records) against the eager list of dicts, and its projection to V6 train.
 """
 import argparse
+import hashlib
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -44,6 +49,17 @@ def _peak():
                 own = int(line.split()[1]) * 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     return own, children
+
+
+def _rss_parts():
+    """(RssAnon, RssFile) now: private memory, and the mapped file pages (page cache, shared by every process
+    mapping the same files and dropped by the kernel under pressure) that VmHWM counts too."""
+    parts = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("RssAnon:", "RssFile:")):
+                parts[line.split(":")[0]] = int(line.split()[1]) * 1024
+    return parts.get("RssAnon", 0), parts.get("RssFile", 0)
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -263,6 +279,45 @@ def child(kind, args):
         touched = float(np.asarray(index.coords).sum() + np.asarray(index.image).sum() + np.asarray(index.line).sum())
         result["touch_s"] = time.perf_counter() - t
         result["checksum"] = touched
+    elif kind in ("oi_dataset", "oi_eager"):  # DatasetCatalog.get and the training loader's dataset
+        import box2seg  # noqa: F401
+        from detectron2.data import DatasetCatalog, DatasetFromList
+
+        from box2seg.data.cache import annotations_hash
+        from box2seg.data.datasets.lazy import PairSequence
+        from box2seg.data.datasets.openimages import load_openimages_boxes, register_openimages_boxes
+
+        result["import_peak_rss"] = _peak()[0]
+        result["import_anon"], result["import_file"] = _rss_parts()
+        register_openimages_boxes("bench_oi", args["csv"], None, args["image_root"])
+        t = time.perf_counter()
+        if kind == "oi_dataset":
+            records = DatasetCatalog.get("bench_oi")
+        else:  # the old path: the eager list of dicts
+            records = load_openimages_boxes(args["csv"], None, args["image_root"], dataset_name="bench_oi")
+        result.update(get_s=time.perf_counter() - t, images=len(records), get_peak_rss=_peak()[0], get_anon=_rss_parts()[0], get_file=_rss_parts()[1])
+        t = time.perf_counter()
+        boxes = sum(len(r["annotations"]) for r in records)
+        result.update(iterate_s=time.perf_counter() - t, boxes=boxes, iterate_peak_rss=_peak()[0], iterate_anon=_rss_parts()[0], iterate_file=_rss_parts()[1])
+        t = time.perf_counter()
+        result["annotations_hash"] = annotations_hash(records)
+        result.update(hash_s=time.perf_counter() - t, hash_peak_rss=_peak()[0], hash_anon=_rss_parts()[0], hash_file=_rss_parts()[1])
+        t = time.perf_counter()
+        if kind == "oi_dataset":  # as engine.data.build_train_loader: wrapped, chip items as int arrays
+            dataset = DatasetFromList(records, copy=False, serialize=False)
+            chips = PairSequence(*records.box_items())
+        else:  # detectron2 serialises a list (DatasetFromList's default); chip_items' tuples
+            from box2seg.data.chip_mapper import chip_items
+
+            dataset = DatasetFromList(records, copy=False)
+            chips = chip_items(records)
+        result.update(loader_dataset_s=time.perf_counter() - t, chip_items=len(chips),
+                      loader_peak_rss=_peak()[0], loader_anon=_rss_parts()[0], loader_file=_rss_parts()[1])
+        rng = np.random.default_rng(0)
+        t = time.perf_counter()
+        picked = sum(len(dataset[int(k)]["annotations"]) for k in rng.integers(0, len(dataset), 1000))
+        result.update(random_1000_s=time.perf_counter() - t, random_boxes=picked, random_anon=_rss_parts()[0],
+                      random_file=_rss_parts()[1])
     elif kind == "oi_csv_parse":  # the old path's cost: the Python csv pass over the file
         import box2seg  # noqa: F401
         from box2seg.data.datasets.openimages_index import _parse
@@ -372,6 +427,82 @@ def bench_openimages(tmp, rows):
     return out
 
 
+def _write_openimages_sizes(cache, image_root, rows, images=None):
+    """The old sizes cache (``image_sizes``' JSON, one entry per image) for the generated CSV's images, so
+    the loaders find every size without image files; the lazy loader converts it to its ``.npy`` once."""
+    images = images or max(rows // 9, 1)
+    # box2seg.data.cache.stable_hash, inlined: importing box2seg would load detectron2 into this parent
+    key = hashlib.sha1(json.dumps([str(image_root), ".jpg"], sort_keys=True, separators=(",", ":")).encode())
+    path = Path(cache) / "openimages" / f"sizes-{key.hexdigest()[:12]}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    sizes = rng.integers(300, 1025, (images, 2)).tolist()
+    path.write_text(json.dumps({f"{k:016x}": sizes[k] for k in range(images)}))
+
+
+def bench_openimages_dataset(tmp, sizes, eager_max):
+    """Peak memory (VmHWM) of a fresh process that gets a registered Open Images dataset, iterates every
+    record, hashes them, builds the training loader's dataset and reads 1000 random records: the lazy
+    sequence at each size, the eager list (the old path) up to ``eager_max`` rows."""
+    out = {"rows": []}
+    for rows in sizes:
+        folder = tmp / f"oi_dataset_{rows}"
+        folder.mkdir()
+        csv = folder / "train-annotations-bbox.csv"
+        image_root = folder / "images"
+        t = time.perf_counter()
+        _write_openimages_csv(csv, rows)
+        env = {"BOX2SEG_CACHE": str(folder / "cache")}
+        _write_openimages_sizes(env["BOX2SEG_CACHE"], image_root, rows)
+        generate_s = time.perf_counter() - t
+        first = run_child("oi_dataset", env=env, csv=str(csv), image_root=str(image_root))  # index, view, hash
+        lazy = run_child("oi_dataset", env=env, csv=str(csv), image_root=str(image_root))
+        row = {"rows": rows, "generate_s": generate_s, "first": first, "lazy": lazy}
+        if rows <= eager_max:
+            row["eager"] = run_child("oi_eager", env=env, csv=str(csv), image_root=str(image_root))
+            assert row["eager"]["annotations_hash"] == lazy["annotations_hash"], "eager and lazy hashes differ"
+        for key in ("lazy", "eager"):
+            if key in row:
+                r = row[key]
+                r["above_import"] = max(r[k] for k in ("get_peak_rss", "iterate_peak_rss", "hash_peak_rss",
+                                                       "loader_peak_rss", "peak_rss")) - r["import_peak_rss"]
+                r["bytes_per_box_above_import"] = r["above_import"] / max(r["boxes"], 1)
+                r["anon_above_import"] = max(r[f"{k}_anon"] for k in ("get", "iterate", "hash", "loader", "random")) \
+                    - r["import_anon"]
+                r["file_above_import"] = max(r[f"{k}_file"] for k in ("get", "iterate", "hash", "loader", "random")) \
+                    - r["import_file"]
+        out["rows"].append(row)
+        msg = (f"openimages_dataset {rows} rows ({lazy['images']} images, {lazy['boxes']} boxes): first load "
+               f"(index + view + hash) {first['get_s'] + first['hash_s']:.1f} s peak {first['peak_rss'] / 2**20:.0f} MiB; "
+               f"lazy peak {lazy['peak_rss'] / 2**20:.0f} MiB (import {lazy['import_peak_rss'] / 2**20:.0f} MiB, "
+               f"+{lazy['above_import'] / 2**20:.0f} MiB: private +{lazy['anon_above_import'] / 2**20:.0f} MiB, mapped "
+               f"+{lazy['file_above_import'] / 2**20:.0f} MiB), iterate {lazy['iterate_s']:.1f} s")
+        if "eager" in row:
+            e = row["eager"]
+            msg += (f"; eager peak {e['peak_rss'] / 2**20:.0f} MiB (+{e['above_import'] / 2**20:.0f} MiB), get "
+                    f"{e['get_s']:.1f} s")
+        print(msg, flush=True)
+        shutil.rmtree(folder, ignore_errors=True)
+    big = max(out["rows"], key=lambda r: r["rows"])
+    per_box = big["lazy"]["bytes_per_box_above_import"]
+    out["projection_v6_train"] = {
+        "boxes": DATASETS["Open Images V6 train"], "lazy_bytes_per_box_above_import": per_box,
+        "lazy_above_import_bytes": per_box * DATASETS["Open Images V6 train"],
+        "import_bytes": big["lazy"]["import_peak_rss"],
+        "lazy_total_bytes": per_box * DATASETS["Open Images V6 train"] + big["lazy"]["import_peak_rss"],
+        "lazy_anon_bytes_per_box": big["lazy"]["anon_above_import"] / big["lazy"]["boxes"],
+        "lazy_file_bytes_per_box": big["lazy"]["file_above_import"] / big["lazy"]["boxes"]}
+    for key in ("anon", "file"):
+        out["projection_v6_train"][f"lazy_{key}_above_import_bytes"] = (
+            out["projection_v6_train"][f"lazy_{key}_bytes_per_box"] * DATASETS["Open Images V6 train"])
+    eager_rows = [r for r in out["rows"] if "eager" in r]
+    if eager_rows:
+        e = max(eager_rows, key=lambda r: r["rows"])["eager"]
+        out["projection_v6_train"]["eager_above_import_bytes"] = (e["bytes_per_box_above_import"]
+                                                                  * DATASETS["Open Images V6 train"])
+    return out
+
+
 def projections(results):
     """Wall time on M machines of 32 cores from the recorded single-thread per-box costs and the measured
     steady-state efficiency of 2 workers (and of Ray against the local pool) on this machine, both capped at
@@ -407,6 +538,10 @@ def main():
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--csv-rows", type=int, default=1_000_000)
+    parser.add_argument("--oi-sizes", type=int, nargs="+", default=[1_000_000, 4_000_000],
+                        help="openimages_dataset: boxes CSV rows")
+    parser.add_argument("--oi-eager-max", type=int, default=1_000_000,
+                        help="openimages_dataset: measure the eager list (the old path) up to this many rows")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "scale.json"))
     args = parser.parse_args()
     if args.child:
@@ -424,6 +559,8 @@ def main():
             results["merge"] = bench_merge(tmp, args.sizes, args.shards)
         if "openimages" in args.sections:
             results["openimages"] = bench_openimages(tmp, args.csv_rows)
+        if "openimages_dataset" in args.sections:
+            results["openimages_dataset"] = bench_openimages_dataset(tmp, args.oi_sizes, args.oi_eager_max)
     results["projections"] = projections(results)
     results["load_average_at_end"] = os.getloadavg()
     for key, hours in results["projections"].items():

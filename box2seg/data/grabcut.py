@@ -43,6 +43,7 @@ import logging
 import math
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -420,6 +421,32 @@ def grabcut_cache_dir(dataset_name, dataset_dicts, settings):
 
 def grabcut_file_for(folder, record):
     return Path(folder) / f"{safe_name(record['image_id'])}.png"
+
+
+class GrabCutPaths(Sequence):
+    """``grabcut_file_for(folder, record)`` of every record of a lazy record sequence, from a fixed-width
+    string array of the file names (about 64 bytes an image, not a ``Path`` object each: 1.7M for Open
+    Images), without building the records."""
+
+    def __init__(self, folder, dataset_dicts):
+        self.folder = Path(folder)
+        width = max((len(safe_name(i)) for i in dataset_dicts.image_ids()), default=1)
+        self.names = np.fromiter((safe_name(i) for i in dataset_dicts.image_ids()), dtype=f"U{width}",
+                                 count=len(dataset_dicts))
+
+    def __len__(self):
+        return len(self.names)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return self.folder / f"{self.names[i]}.png"
+
+    def duplicate(self):
+        """Two positions whose records share a file name (the same image_id), or None."""
+        order = np.argsort(self.names, kind="stable")
+        same = np.flatnonzero(self.names[order[1:]] == self.names[order[:-1]])
+        return (int(order[same[0]]), int(order[same[0] + 1])) if len(same) else None
 
 
 def prepare_command(dataset_name, settings):

@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from .cache import annotations_hash, atomic_write_bytes, atomic_write_json, folder_lock, remove_stale_temps
 from .grabcut import (
+    GrabCutPaths,
     GrabCutSettings,
     compute_instance_map,
     encode_instance_map,
@@ -46,6 +47,7 @@ from .grabcut import (
     summarize_stats,
     warn_other_settings,
 )
+from .datasets.lazy import is_lazy
 from .grabcut_manifest import ShardManifest, all_manifests, read_manifest
 from .images import ImageReadError, read_image
 from .shards import parse_shard, shard_positions
@@ -241,12 +243,12 @@ def _dataset_summary(dataset_name, folder, dicts, paths, settings):
     for path in all_manifests(folder):
         entries.update(read_manifest(path))
     done, bad = [], []
-    for record, path in zip(dicts, paths):
+    for i, path in enumerate(paths):  # a lazy dataset's record is built only for a bad image
         entry = entries.get(path.name)
         if entry is None:
             return None, len(done) + len(bad)
         if "error" in entry:
-            bad.append(record["file_name"])
+            bad.append(dicts[i]["file_name"])
         else:
             done.append(entry["stats"])
     meta = MetadataCatalog.get(dataset_name)
@@ -306,13 +308,21 @@ def prepare_dataset(dataset_name, dataset_dicts=None, settings=None, workers=0, 
     dicts = DatasetCatalog.get(dataset_name) if dataset_dicts is None else dataset_dicts
     folder = grabcut_cache_dir(dataset_name, dicts, settings)
     folder.mkdir(parents=True, exist_ok=True)
-    paths = [grabcut_file_for(folder, r) for r in dicts]
-    seen = {}
-    for record, path in zip(dicts, paths):
-        if path.name in seen:
-            raise ValueError(f"dataset {dataset_name!r}: images {seen[path.name]} and {record['file_name']} have "
-                             f"the same image_id {record.get('image_id')!r}; image ids must be unique")
-        seen[path.name] = record["file_name"]
+    if is_lazy(dicts):  # records built on access (Open Images): file names in one array, no record built
+        paths = GrabCutPaths(folder, dicts)
+        twice = paths.duplicate()
+        if twice is not None:
+            first, second = (dicts[i] for i in twice)
+            raise ValueError(f"dataset {dataset_name!r}: images {first['file_name']} and {second['file_name']} have "
+                             f"the same image_id {second.get('image_id')!r}; image ids must be unique")
+    else:
+        paths = [grabcut_file_for(folder, r) for r in dicts]
+        seen = {}
+        for record, path in zip(dicts, paths):
+            if path.name in seen:
+                raise ValueError(f"dataset {dataset_name!r}: images {seen[path.name]} and {record['file_name']} have "
+                                 f"the same image_id {record.get('image_id')!r}; image ids must be unique")
+            seen[path.name] = record["file_name"]
     mine = shard_positions(len(dicts), shard)
     manifest = ShardManifest(folder, shard)
     engine = engine if engine is not None else LocalEngine()

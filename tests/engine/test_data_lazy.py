@@ -78,3 +78,15 @@ def test_prepare_attach_and_train_records_without_a_list(oi):
     both = _cfg(name, spec, "DATASETS.TRAIN", f"('{name}', '{name}')")
     train = train_dicts_with_grabcut(both)
     assert isinstance(train, ConcatRecords) and list(train) == eager + eager
+
+
+def test_grabcut_paths_of_a_lazy_dataset(oi, tmp_path):
+    name, spec, boxes, images = oi
+    from box2seg.data.grabcut import GrabCutPaths, grabcut_file_for
+
+    _cfg(name, spec)
+    records = DatasetCatalog.get(name)
+    paths = GrabCutPaths(tmp_path, records)
+    assert list(paths) == [grabcut_file_for(tmp_path, r) for r in records] and paths.duplicate() is None
+    paths.names[2] = paths.names[0]
+    assert paths.duplicate() == (0, 2)

@@ -193,3 +193,15 @@ def test_image_ids_and_chip_items_from_the_arrays(generated):
     from box2seg.data.chip_mapper import chip_items
 
     assert list(PairSequence(*lazy.box_items())) == chip_items(list(lazy))
+
+
+def test_mapped_pages_handed_back_during_passes(generated, monkeypatch):
+    boxes, classes, images, labels, _ = generated
+    eager = load_openimages_boxes(boxes, classes, images, image_labels_csv=labels)
+    lazy = load_openimages_boxes(boxes, classes, images, image_labels_csv=labels, lazy=True)
+    calls = []
+    release = openimages.release_pages
+    monkeypatch.setattr(openimages, "release_pages", lambda arrays: calls.append(len(arrays)) or release(arrays))
+    monkeypatch.setattr(OpenImagesRecords, "_RELEASE_EVERY", 3)
+    assert list(lazy) == eager and [lazy[i] for i in range(len(lazy) - 1, -1, -1)] == eager[::-1]
+    assert len(calls) == 2 * len(eager) // 3 and set(calls) == {13}
