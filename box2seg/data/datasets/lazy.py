@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..cache import annotations_hash
+
 __all__ = ["LazyRecords", "ConcatRecords", "PairSequence", "constant_field", "is_lazy"]
 
 
@@ -74,8 +76,6 @@ class LazyRecords(Sequence):
     def annotations_hash(self, length=12):
         """:func:`~box2seg.data.cache.annotations_hash` of the records, streamed (one record at a time);
         subclasses may cache it."""
-        from ..cache import annotations_hash
-
         return annotations_hash((r for r in self), length)
 
     def image_ids(self):

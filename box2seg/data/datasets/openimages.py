@@ -695,10 +695,11 @@ class OpenImagesRecords(LazyRecords):
 
     # Mapped pages stay in this process's RSS once touched (and count in its peak, VmHWM), though they are
     # the page cache's, shared by every process: a full pass would keep the whole index resident (about 50
-    # bytes a box, 0.7 GiB for V6 train). They are handed back (madvise DONTNEED; a later access maps them
-    # again from the page cache, no disk read) every _RELEASE_EVERY accesses: a random access touches a page
-    # per column, so 4096 of them hold at most about 100 MB; a sequential pass, a few MB.
-    _RELEASE_EVERY = 1 << 12
+    # bytes a box, 0.7 GiB for V6 train), and random accesses fault in 64 KB around each page they touch
+    # (Linux's fault-around). They are handed back (madvise DONTNEED; a later access maps them again from the
+    # page cache, no disk read) every _RELEASE_EVERY accesses (13 syscalls, well under a microsecond a
+    # record): at most about 50 MB resident, and after the whole-column passes (box_items, positions).
+    _RELEASE_EVERY = 64
 
     def _release_pages(self):
         release_pages([getattr(self, f"_{name}") for name in _VIEW_ARRAYS] + index_columns(self._index))
@@ -759,6 +760,7 @@ class OpenImagesRecords(LazyRecords):
         if not crowd:
             keep = np.asarray(self._index.group[np.asarray(self._rows)]) == 0
             positions, within = positions[keep], within[keep]
+        self._release_pages()
         return positions, within
 
     def empty_positions(self):
@@ -770,6 +772,7 @@ class OpenImagesRecords(LazyRecords):
         if crowd:
             return np.flatnonzero(np.diff(starts) > 0)
         kept = np.concatenate([[0], np.cumsum(np.asarray(self._index.group[np.asarray(self._rows)]) == 0)])
+        self._release_pages()
         return np.flatnonzero(kept[starts[1:]] - kept[starts[:-1]] > 0)
 
     def _build(self, i):

@@ -205,3 +205,5 @@ def test_mapped_pages_handed_back_during_passes(generated, monkeypatch):
     monkeypatch.setattr(OpenImagesRecords, "_RELEASE_EVERY", 3)
     assert list(lazy) == eager and [lazy[i] for i in range(len(lazy) - 1, -1, -1)] == eager[::-1]
     assert len(calls) == 2 * len(eager) // 3 and set(calls) == {13}
+    lazy.box_items()
+    assert len(calls) == 2 * len(eager) // 3 + 1
