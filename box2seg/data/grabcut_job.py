@@ -189,27 +189,62 @@ def compute_image(task):
     return position, stats, None
 
 
+# How long a pool whose worker died may take to report its remaining futures broken before they are counted
+# lost: CPython's executor can stall after a SIGKILLed worker (its queue feeder or shutdown blocking), and the
+# job must fail or retry rather than hang.
+_BROKEN_POOL_GRACE_S = 10.0
+
+
+def _workers(pool):
+    """The worker processes of ``pool`` (a private attribute of the stdlib executor; none if it is gone)."""
+    return list((getattr(pool, "_processes", None) or {}).values())
+
+
+def _dead_workers(pool):
+    """Workers of ``pool`` that have exited: before shutdown, only a worker killed from outside does."""
+    return [p for p in _workers(pool) if p.exitcode is not None]
+
+
+def _stop_pool(pool):
+    """Shut a broken pool down without waiting on it: our own live workers are killed (each by its own
+    pid, checked alive first), queued work cancelled."""
+    for process in _workers(pool):
+        if process.is_alive():
+            process.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
 def _run_pool(positions, task, workers, ctx, collect):
     """Run ``compute_image`` over ``positions`` in a fresh pool, ``collect`` each result; returns the positions
     lost to a broken pool (a worker killed from outside), in order. A worker's own exception propagates."""
     lost = []
-    with ProcessPoolExecutor(min(workers, len(positions)), mp_context=ctx, initializer=_init_worker) as pool:
+    pool = ProcessPoolExecutor(min(workers, len(positions)), mp_context=ctx, initializer=_init_worker)
+    broken_since = None
+    try:
         futures = {pool.submit(compute_image, task(i)): i for i in positions}
-        try:
-            remaining = set(futures)
-            while remaining:
-                done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
-                for future in done:
-                    try:
-                        result = future.result()
-                    except BrokenProcessPool:
-                        lost.append(futures[future])
-                        continue
-                    collect(*result)
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+        remaining = set(futures)
+        while remaining:
+            done, remaining = wait(remaining, timeout=1.0, return_when=FIRST_COMPLETED)
+            for future in done:
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    lost.append(futures[future])
+                    broken_since = broken_since or time.monotonic()
+                    continue
+                collect(*result)
+            if remaining and broken_since is None and _dead_workers(pool):
+                broken_since = time.monotonic()
+            if remaining and broken_since is not None and time.monotonic() - broken_since > _BROKEN_POOL_GRACE_S:
+                lost.extend(futures[f] for f in remaining)  # the executor stalled: count them lost
+                remaining = set()
+    except BaseException:
+        _stop_pool(pool)
+        raise
+    if broken_since is None:
+        pool.shutdown(wait=True)
+    else:
+        _stop_pool(pool)
     return sorted(lost)
 
 

@@ -5,6 +5,9 @@ import box2seg  # noqa: F401  (compat fixes before any detectron2 import)
 
 import json
 import os
+import time
+from concurrent.futures import wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import cv2
@@ -14,7 +17,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from box2seg.data import grabcut as G
 from box2seg.data import grabcut_job
-from box2seg.data.grabcut_job import prepare_dataset
+from box2seg.data.grabcut_job import GrabCutJobError, prepare_dataset
 
 
 def _folder_bytes(folder):
@@ -112,3 +115,25 @@ def test_worker_count_respects_available_memory(tmp_path, scenes, fresh_cache, r
     monkeypatch.setattr(grabcut_job, "_run_pool", lambda *a: seen.append(a) or [])
     name = registered(scenes(tmp_path / "images", 2))
     assert prepare_dataset(name, workers=4, progress=False)["computed"] == 2 and not seen
+
+
+def test_stalled_pool_after_a_killed_worker_fails_instead_of_hanging(tmp_path, scenes, fresh_cache, registered,
+                                                                    monkeypatch):
+    """A CI run hung after a worker was SIGKILLed: the executor never reported the rest of its futures. The
+    job watches its workers itself: once one has died, futures still unreported after a grace period are
+    counted lost (retried once in a fresh pool, then named in the error)."""
+    def stalled_wait(futures, timeout=None, return_when=None):  # the executor "forgets" broken futures
+        done, pending = wait(futures, timeout=timeout, return_when=return_when)
+        hidden = {f for f in done if isinstance(f.exception(), BrokenProcessPool)}
+        if hidden and done == hidden:
+            time.sleep(timeout or 0)
+        return done - hidden, pending | hidden
+
+    monkeypatch.setattr(grabcut_job, "wait", stalled_wait)
+    monkeypatch.setattr(grabcut_job, "_BROKEN_POOL_GRACE_S", 1.0)
+    monkeypatch.setenv(grabcut_job._KILL_ENV, "scene_001")  # spawn: the workers see this environment
+    name = registered(scenes(tmp_path / "images", 3))
+    start = time.monotonic()
+    with pytest.raises(GrabCutJobError, match="workers died twice") as error:
+        prepare_dataset(name, workers=2, progress=False, start_method="spawn")
+    assert "scene_001" in str(error.value) and time.monotonic() - start < 120
