@@ -42,7 +42,8 @@ def main():
     json_file, folder = SPLITS[args.split]
     name = f"coco_tiny_{args.split}"
     spec = f"{name}={os.path.join(args.coco_root, 'annotations', json_file)}:{os.path.join(args.coco_root, folder)}"
-    cfg = engine.setup_cfg(args.config_file, list(args.opts), [spec.rstrip("/")], freeze=False)
+    opts = args.opts[1:] if args.opts[:1] == ["--"] else args.opts  # "--fills 0.5 -- K V"
+    cfg = engine.setup_cfg(args.config_file, list(opts), [spec.rstrip("/")], freeze=False)
     cfg.DATASETS.TEST = (name,)
     cfg.freeze()
     model = load_model(cfg, args.weights)
