@@ -238,13 +238,11 @@ def _run_pool(positions, task, workers, ctx, collect):
             if remaining and broken_since is not None and time.monotonic() - broken_since > _BROKEN_POOL_GRACE_S:
                 lost.extend(futures[f] for f in remaining)  # the executor stalled: count them lost
                 remaining = set()
-    except BaseException:
-        _stop_pool(pool)
-        raise
-    if broken_since is None:
-        pool.shutdown(wait=True)
-    else:
-        _stop_pool(pool)
+    finally:  # a worker's own exception too: queued work cancelled, running work finished (unless broken)
+        if broken_since is None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        else:
+            _stop_pool(pool)
     return sorted(lost)
 
 
