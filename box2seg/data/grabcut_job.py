@@ -379,7 +379,12 @@ def prepare_dataset(dataset_name, dataset_dicts=None, settings=None, workers=0, 
         bar = tqdm(total=len(pending), desc=f"GrabCut {where}", unit="img", disable=not progress,
                    mininterval=1.0)
 
+        def sweep_temps():  # a worker killed mid-write (or stopped with its broken pool) leaves its temporary
+            with folder_lock(folder):
+                remove_stale_temps(folder, {paths[i].stem for i in mine})
+
         with contextlib.ExitStack() as stack:
+            stack.callback(sweep_temps)  # runs last, also when the job fails
             stack.callback(bar.close)
             stack.enter_context(manifest.appending(truncate=force))
 

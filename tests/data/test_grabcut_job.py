@@ -137,3 +137,34 @@ def test_stalled_pool_after_a_killed_worker_fails_instead_of_hanging(tmp_path, s
     with pytest.raises(GrabCutJobError, match="workers died twice") as error:
         prepare_dataset(name, workers=2, progress=False, start_method="spawn")
     assert "scene_001" in str(error.value) and time.monotonic() - start < 120
+
+
+class _LeavesATemporary(grabcut_job.LocalEngine):
+    """A worker killed mid-write after the job's start-up sweep: its ``atomic_path`` temporary stays behind
+    (SIGKILL, or the SIGTERM a broken executor sends its other workers, skips every cleanup)."""
+
+    def __init__(self, fail):
+        self.fail = fail
+
+    def run(self, pending, task, workers, collect, dataset_name, describe, start_method=None):
+        folder = Path(task(pending[0])[3]).parent
+        (folder / f".{Path(task(pending[0])[3]).stem}.k1ll3d.tmp.png").write_bytes(b"")
+        (folder / ".elsewhere.k1ll3d.tmp.png").write_bytes(b"")  # not this job's file: left alone
+        if self.fail:
+            raise GrabCutJobError("workers died twice")
+        super().run(pending, task, 1, collect, dataset_name, describe)
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_temporaries_of_killed_workers_are_swept_when_the_job_ends(tmp_path, scenes, fresh_cache, registered,
+                                                                  fail):
+    """A fresh-clone run failed its byte-identical check on one stray ``.N.xxxx.tmp.png``: the temporaries a
+    killed worker leaves are removed when the job ends (done or failed), not only when the next one starts."""
+    name = registered(scenes(tmp_path / "images", 2))
+    if fail:
+        with pytest.raises(GrabCutJobError):
+            prepare_dataset(name, workers=1, progress=False, engine=_LeavesATemporary(fail))
+    else:
+        assert prepare_dataset(name, workers=1, progress=False, engine=_LeavesATemporary(fail))["computed"] == 2
+    (folder,) = Path(os.environ["BOX2SEG_CACHE"]).glob("grabcut/*")
+    assert sorted(p.name for p in folder.glob(".*.tmp.png")) == [".elsewhere.k1ll3d.tmp.png"]
