@@ -18,6 +18,7 @@ from detectron2.data import DatasetCatalog
 from detectron2.utils.logger import setup_logger
 
 from box2seg import engine
+from box2seg.commands import overrides_after_separator
 from box2seg.engine.data import build_test_loader
 from box2seg.engine.runs import load_model
 from box2seg.evaluation.mask_scoring import MaskScorer
@@ -42,8 +43,8 @@ def main():
     json_file, folder = SPLITS[args.split]
     name = f"coco_tiny_{args.split}"
     spec = f"{name}={os.path.join(args.coco_root, 'annotations', json_file)}:{os.path.join(args.coco_root, folder)}"
-    opts = args.opts[1:] if args.opts[:1] == ["--"] else args.opts  # "--fills 0.5 -- K V"
-    cfg = engine.setup_cfg(args.config_file, list(opts), [spec.rstrip("/")], freeze=False)
+    opts = overrides_after_separator(args.opts)  # "--fills 0.5 -- K V"
+    cfg = engine.setup_cfg(args.config_file, opts, [spec.rstrip("/")], freeze=False)
     cfg.DATASETS.TEST = (name,)
     cfg.freeze()
     model = load_model(cfg, args.weights)

@@ -27,6 +27,7 @@ import time
 from detectron2.utils.logger import setup_logger
 
 from box2seg import engine
+from box2seg.commands import overrides_after_separator
 from box2seg.engine.data import prepare_caches
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -82,8 +83,7 @@ def main():
     parser.add_argument("--json-out", default=os.path.join(REPO, "bench", "results", "coco_tiny.json"))
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ... for every run")
     args = parser.parse_args()
-    if args.opts[:1] == ["--"]:  # "--variant NAME K V -- K V": the overrides for every run after a "--"
-        args.opts = args.opts[1:]
+    args.opts = overrides_after_separator(args.opts)  # "--variant NAME K V -- K V": every run's after a "--"
     setup_logger(name="box2seg")
     setup_logger(name="detectron2", abbrev_name="d2")
 

@@ -28,6 +28,7 @@ import subprocess
 from detectron2.utils.logger import setup_logger
 
 from box2seg import engine
+from box2seg.commands import overrides_after_separator
 from box2seg.data.cache import atomic_write_json
 from coco_tiny_chips import BASELINE_KEYS, MODEL_ROW, dataset_specs, summary
 
@@ -80,8 +81,7 @@ def main():
     parser.add_argument("--json-out", default=os.path.join(REPO, "bench", "results", "coco_tiny_pixel_labels.json"))
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ... for every row")
     args = parser.parse_args()
-    if args.opts[:1] == ["--"]:
-        args.opts = args.opts[1:]
+    args.opts = overrides_after_separator(args.opts)
     setup_logger(name="box2seg")
     setup_logger(name="detectron2", abbrev_name="d2")
 

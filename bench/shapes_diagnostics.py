@@ -23,6 +23,7 @@ import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from box2seg import engine
+from box2seg.commands import overrides_after_separator
 from box2seg.data import mapper
 from box2seg.data.datasets.shapes import SHAPES_CLASSES
 from box2seg.data.grabcut import GrabCutSettings, attach_grabcut_files, load_instance_map
@@ -96,7 +97,7 @@ def main():
     if args.command == "grabcut-classes":
         grabcut_classes(args.splits)
     elif args.command == "true-masks":
-        demo_args = args.demo_args[1:] if args.demo_args[:1] == ["--"] else args.demo_args
+        demo_args = overrides_after_separator(args.demo_args)
         return true_masks(demo_args)
     else:
         rescore(args.config_file, args.weights, args.opts)

@@ -16,7 +16,7 @@ import argparse
 import re
 
 __all__ = ["add_coco_dataset_argument", "add_openimages_dataset_argument", "add_dataset_arguments",
-           "add_overrides_argument", "flags_before_overrides"]
+           "add_overrides_argument", "flags_before_overrides", "overrides_after_separator"]
 
 
 def add_coco_dataset_argument(parser):
@@ -50,6 +50,12 @@ def add_overrides_argument(parser, help="config overrides, e.g. MODEL.WEIGHTS ou
     """The bare ``KEY VALUE ...`` config overrides, as detectron2's ``default_argument_parser`` takes them.
     They may stand anywhere on the line: ``cli.main`` parses the flags placed after them."""
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE", help=help)
+
+
+def overrides_after_separator(opts):
+    """A ``REMAINDER`` list of config overrides without the ``--`` that ends a flag of several values before
+    them (``--variant NAME K V -- K V``): argparse keeps that ``--`` in the list."""
+    return list(opts[1:]) if list(opts[:1]) == ["--"] else list(opts)
 
 
 # A yacs config key (MODEL.WEIGHTS, SOLVER.BASE_LR): ends the values of a flag taking several.

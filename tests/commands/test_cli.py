@@ -1,6 +1,7 @@
 """``box2seg`` dispatch (box2seg.cli): a static table of subcommands, only the chosen one's module imported,
 ``--coco-dataset`` / ``--openimages-dataset`` on every subcommand, flags after override pairs, user errors
 as one line with exit 2."""
+import argparse
 import os
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import sys
 import pytest
 
 from box2seg import cli
+from box2seg.commands import overrides_after_separator
 from box2seg.engine import setup_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -124,3 +126,15 @@ def test_bad_override_is_a_user_error():
     with pytest.raises(Exception) as caught:
         setup_cfg(opts=["SOLVER.MAX_ITER"])
     assert cli.user_error_message(caught.value).startswith("config: Override list has odd length")
+
+
+def test_overrides_after_separator_drops_only_a_leading_separator():
+    """The benchmarks' ``--variant NAME K V -- K V``: argparse's REMAINDER keeps the ``--``."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--variant", nargs="+", action="append", default=[])
+    parser.add_argument("opts", nargs=argparse.REMAINDER)
+    args = parser.parse_args(["--variant", "a", "K.A", "1", "--", "SOLVER.MAX_ITER", "2"])
+    assert args.opts == ["--", "SOLVER.MAX_ITER", "2"]
+    assert overrides_after_separator(args.opts) == ["SOLVER.MAX_ITER", "2"]
+    assert overrides_after_separator(["SOLVER.MAX_ITER", "2"]) == ["SOLVER.MAX_ITER", "2"]
+    assert overrides_after_separator(["K", "--"]) == ["K", "--"] and overrides_after_separator(()) == []
