@@ -8,9 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
-import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from box2seg.data.datasets.coco import register_coco_spec
@@ -19,46 +16,9 @@ from box2seg.data.grabcut_job import prepare_dataset
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _write_coco(folder, n, seed=1, size=(96, 112)):
-    """``n`` PNG scenes of 2-4 discs / squares on a textured background (a crowd box on every third) as a
-    COCO instances JSON of boxes. Returns the spec NAME=JSON:IMAGE_ROOT's JSON:IMAGE_ROOT part."""
-    rng = np.random.default_rng(seed)
-    (folder / "images").mkdir(parents=True)
-    h, w = size
-    images, anns = [], []
-    for i in range(n):
-        image = (rng.integers(0, 60, (h, w, 3)) + rng.integers(30, 150, 3)).astype(np.uint8)
-        boxes = []
-        for k in range(int(rng.integers(2, 5))):
-            r = int(rng.integers(8, 24))
-            cx, cy = int(rng.integers(r, w - r)), int(rng.integers(r, h - r))
-            colour = tuple(int(v) for v in rng.integers(0, 256, 3))
-            if k % 2:
-                cv2.circle(image, (cx, cy), r, colour, -1)
-            else:
-                image[cy - r:cy + r, cx - r:cx + r] = colour
-            boxes.append(([cx - r - 0.4, cy - r - 0.7, 2 * r + 1.0, 2 * r + 0.9], 0))
-        if i % 3 == 0:
-            boxes.append(([2.0, 2.0, 28.0, 18.0], 1))
-        cv2.imwrite(str(folder / "images" / f"scene_{i:03d}.png"), image)
-        images.append({"id": i + 1, "file_name": f"scene_{i:03d}.png", "height": h, "width": w})
-        for k, (bbox, crowd) in enumerate(boxes):
-            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": 1 + k % 2, "iscrowd": crowd,
-                         "bbox": bbox, "area": bbox[2] * bbox[3]})
-    coco = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "thing"}, {"id": 2, "name": "other"}]}
-    (folder / "instances.json").write_text(json.dumps(coco))
-    return f"{folder / 'instances.json'}:{folder / 'images'}"
-
-
-def _folder_bytes(folder):
-    """Every file of a cache folder (maps, summary, manifests/...) but the (empty) lock files."""
-    files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and not p.name.endswith(".lock"))
-    return {str(p.relative_to(folder)): p.read_bytes() for p in files}
-
-
-def test_sigkill_then_resume_is_byte_identical(tmp_path, monkeypatch):
+def test_sigkill_then_resume_is_byte_identical(tmp_path, monkeypatch, coco_scenes, folder_bytes):
     n = 40
-    spec = f"killme={_write_coco(tmp_path, n)}"
+    spec = f"killme={coco_scenes(tmp_path, n)}"
     cmd = [sys.executable, "-m", "box2seg.cli", "prepare-grabcut", "--coco-dataset", spec, "--dataset", "killme",
            "--workers", "2", "--no-progress"]
     env = {**os.environ, "BOX2SEG_CACHE": str(tmp_path / "killed"), "PYTHONWARNINGS": "ignore"}
@@ -90,13 +50,13 @@ def test_sigkill_then_resume_is_byte_identical(tmp_path, monkeypatch):
         DatasetCatalog.remove("killme")
         MetadataCatalog.remove("killme")
     assert Path(clean["folder"]).name == folder.name
-    resumed = _folder_bytes(folder)
-    assert len(resumed) == n + 2 and resumed == _folder_bytes(clean["folder"])  # maps, summary, manifest
+    resumed = folder_bytes(folder)
+    assert len(resumed) == n + 2 and resumed == folder_bytes(clean["folder"])  # maps, summary, manifest
     assert not [p.name for p in folder.iterdir() if ".tmp" in p.name]
 
 
-def test_flags_override_the_config(tmp_path, fresh_cache, run, capsys):
-    spec = f"flags_tiny={_write_coco(tmp_path / 'data', 2)}"
+def test_flags_override_the_config(tmp_path, fresh_cache, run, capsys, coco_scenes):
+    spec = f"flags_tiny={coco_scenes(tmp_path / 'data', 2)}"
     cfg = tmp_path / "grabcut.yaml"
     cfg.write_text("GRABCUT:\n  ITERATIONS: 2\n  MIN_MARGIN: 8\n")
     assert run("prepare-grabcut", "--coco-dataset", spec, "--dataset", "flags_tiny", "--config-file", cfg,
@@ -110,11 +70,11 @@ def test_flags_override_the_config(tmp_path, fresh_cache, run, capsys):
     assert "'nowhere' is not registered" in err and "--coco-dataset" in err
 
 
-def test_killed_worker_does_not_hang_and_rerun_is_byte_identical(tmp_path, monkeypatch):
+def test_killed_worker_does_not_hang_and_rerun_is_byte_identical(tmp_path, monkeypatch, coco_scenes, folder_bytes):
     """Issue 13 item 11: a worker SIGKILLed (as by the OOM killer) broke multiprocessing.Pool for ever. Now its
     images are retried once in a fresh pool, then the job fails naming them; a rerun resumes."""
     n = 8
-    spec = f"oom={_write_coco(tmp_path, n)}"
+    spec = f"oom={coco_scenes(tmp_path, n)}"
     cmd = [sys.executable, "-m", "box2seg.cli", "prepare-grabcut", "--coco-dataset", spec, "--dataset", "oom",
            "--workers", "2", "--no-progress"]
     env = {**os.environ, "BOX2SEG_CACHE": str(tmp_path / "killed"), "PYTHONWARNINGS": "ignore",
@@ -145,5 +105,5 @@ def test_killed_worker_does_not_hang_and_rerun_is_byte_identical(tmp_path, monke
         DatasetCatalog.remove("oom")
         MetadataCatalog.remove("oom")
     assert Path(clean["folder"]).name == folder.name
-    assert _folder_bytes(folder) == _folder_bytes(clean["folder"])
-    assert _folder_bytes(next((tmp_path / "once").glob("grabcut/*"))) == _folder_bytes(clean["folder"])
+    assert folder_bytes(folder) == folder_bytes(clean["folder"])
+    assert folder_bytes(next((tmp_path / "once").glob("grabcut/*"))) == folder_bytes(clean["folder"])

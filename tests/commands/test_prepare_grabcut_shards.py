@@ -3,26 +3,8 @@ and the second, last to finish, writes summary.json."""
 import json
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
-
-
-def _write_coco(folder, n):
-    rng = np.random.default_rng(3)
-    (folder / "images").mkdir(parents=True)
-    images, anns = [], []
-    for i in range(n):
-        image = (rng.integers(0, 60, (64, 72, 3)) + 40).astype(np.uint8)
-        image[10:40, 12:44] = (200, 30, 90)
-        cv2.imwrite(str(folder / "images" / f"s{i}.png"), image)
-        images.append({"id": i + 1, "file_name": f"s{i}.png", "height": 64, "width": 72})
-        anns.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0, "bbox": [11.5, 9.5, 33.0, 31.0],
-                     "area": 1023.0})
-    (folder / "instances.json").write_text(json.dumps(
-        {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "thing"}]}))
-    return f"{folder / 'instances.json'}:{folder / 'images'}"
 
 
 def test_bad_shard_is_a_usage_error(run, capsys):
@@ -31,8 +13,8 @@ def test_bad_shard_is_a_usage_error(run, capsys):
     assert exit_info.value.code == 2 and "expected I/N with 0 <= I < N" in capsys.readouterr().err
 
 
-def test_two_shard_jobs(tmp_path, fresh_cache, run, capsys):
-    spec = f"sharded_tiny={_write_coco(tmp_path / 'data', 3)}"
+def test_two_shard_jobs(tmp_path, fresh_cache, run, capsys, coco_scenes):
+    spec = f"sharded_tiny={coco_scenes(tmp_path / 'data', 3)}"
     try:
         base = ("prepare-grabcut", "--coco-dataset", spec, "--dataset", "sharded_tiny", "--workers", "1",
                 "--no-progress", "--iterations", "1")

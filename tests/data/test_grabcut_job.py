@@ -13,29 +13,23 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog
 
 from box2seg.data import grabcut as G
 from box2seg.data import grabcut_job
 from box2seg.data.grabcut_job import GrabCutJobError, prepare_dataset
 
 
-def _folder_bytes(folder):
-    """Every file of a cache folder (maps, summary, manifests/...) but the (empty) lock files."""
-    files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and not p.name.endswith(".lock"))
-    return {str(p.relative_to(folder)): p.read_bytes() for p in files}
-
-
-def test_workers_and_resume_give_identical_bytes(tmp_path, scenes, monkeypatch, registered):
+def test_workers_and_resume_give_identical_bytes(tmp_path, scenes, monkeypatch, registered, folder_bytes):
     name = registered(scenes(tmp_path / "images", 8))
     monkeypatch.setenv("BOX2SEG_CACHE", str(tmp_path / "one"))
     one = prepare_dataset(name, workers=1, progress=False)
     monkeypatch.setenv("BOX2SEG_CACHE", str(tmp_path / "two"))
     two = prepare_dataset(name, workers=2, progress=False)
     assert one["computed"] == two["computed"] == 8 and one["reused"] == 0
-    files = _folder_bytes(one["folder"])
+    files = folder_bytes(one["folder"])
     assert len(files) == 10 and "summary.json" in files  # 8 maps + summary + the manifest
-    assert files == _folder_bytes(two["folder"])
+    assert files == folder_bytes(two["folder"])
 
     # Resume: remove three maps (and the summary); the re-run computes exactly those, same bytes.
     for victim in sorted(Path(two["folder"]).glob("*.png"))[::3]:
@@ -43,7 +37,7 @@ def test_workers_and_resume_give_identical_bytes(tmp_path, scenes, monkeypatch, 
     (Path(two["folder"]) / "summary.json").unlink()
     again = prepare_dataset(name, workers=2, progress=False)
     assert (again["computed"], again["reused"]) == (3, 5)
-    assert _folder_bytes(again["folder"]) == files
+    assert folder_bytes(again["folder"]) == files
     assert prepare_dataset(name, workers=1, progress=False)["computed"] == 0
 
     summary = json.loads(files["summary.json"])

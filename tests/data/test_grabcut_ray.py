@@ -36,11 +36,6 @@ def cluster(tmp_path_factory):
         ray.shutdown()
 
 
-def _folder_bytes(folder):
-    files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and not p.name.endswith(".lock"))
-    return {str(p.relative_to(folder)): p.read_bytes() for p in files}
-
-
 def _victim_dataset(tmp_path, scenes, registered, n=6):
     dicts = scenes(tmp_path / "images", n)
     victim = Path(dicts[2]["file_name"])
@@ -58,7 +53,7 @@ def test_the_local_cluster_listens_on_loopback_only(cluster):
 
 
 def test_killed_worker_is_retried_and_the_cache_equals_a_local_run(cluster, tmp_path, scenes, registered,
-                                                                   monkeypatch):
+                                                                   monkeypatch, folder_bytes):
     name = _victim_dataset(tmp_path, scenes, registered)
     cluster.unlink(missing_ok=True)
     monkeypatch.setenv("BOX2SEG_CACHE", str(tmp_path / "ray"))
@@ -67,14 +62,14 @@ def test_killed_worker_is_retried_and_the_cache_equals_a_local_run(cluster, tmp_
     assert on_ray["engine"] == "ray" and on_ray["computed"] == 6
     monkeypatch.setenv("BOX2SEG_CACHE", str(tmp_path / "local"))
     local = prepare_dataset(name, workers=1, progress=False)
-    assert _folder_bytes(on_ray["folder"]) == _folder_bytes(local["folder"])
+    assert folder_bytes(on_ray["folder"]) == folder_bytes(local["folder"])
 
     # One shard on Ray, the other on the local pool, into one folder: the same maps and summary.
     monkeypatch.setenv("BOX2SEG_CACHE", str(tmp_path / "mixed"))
     first = prepare_dataset(name, workers=2, progress=False, shard=(0, 2), engine=RayGrabCutEngine())
     second = prepare_dataset(name, workers=2, progress=False, shard=(1, 2))
     assert first["summary"] is None and second["summary"] == local["summary"]
-    maps = lambda folder: {k: v for k, v in _folder_bytes(folder).items() if "/" not in k}  # noqa: E731
+    maps = lambda folder: {k: v for k, v in folder_bytes(folder).items() if "/" not in k}  # noqa: E731
     assert maps(second["folder"]) == maps(local["folder"])
     # ... and a rerun on Ray reuses what the local pool wrote.
     assert prepare_dataset(name, progress=False, shard=(1, 2), engine=RayGrabCutEngine())["computed"] == 0
