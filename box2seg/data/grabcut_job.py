@@ -361,10 +361,15 @@ def prepare_dataset(dataset_name, dataset_dicts=None, settings=None, workers=0, 
     engine = engine if engine is not None else LocalEngine()
     where = f"{dataset_name}" + (f" shard {shard[0]}/{shard[1]}" if shard[1] > 1 else "")
 
+    def sweep_temps():
+        """Remove this shard's temporaries: a killed job's, or a worker's killed mid-write (or stopped with its
+        broken pool). Under the folder lock, as export's on-demand GrabCut fallback writes under it."""
+        with folder_lock(folder):
+            remove_stale_temps(folder, {paths[i].stem for i in mine})
+
     with manifest.lock(busy_message=f"waiting for another prepare-grabcut job of shard {shard[0]}/{shard[1]} "
                                     f"on {folder}"):
-        with folder_lock(folder):  # export's on-demand GrabCut fallback writes under the folder lock
-            remove_stale_temps(folder, {paths[i].stem for i in mine})  # left by a killed job of this shard
+        sweep_temps()  # left by a killed job of this shard
         stats = {} if force else _reusable_stats(manifest, mine, paths)
         pending = [i for i in mine if i not in stats]
         reused = len(stats)
@@ -379,12 +384,9 @@ def prepare_dataset(dataset_name, dataset_dicts=None, settings=None, workers=0, 
         bar = tqdm(total=len(pending), desc=f"GrabCut {where}", unit="img", disable=not progress,
                    mininterval=1.0)
 
-        def sweep_temps():  # a worker killed mid-write (or stopped with its broken pool) leaves its temporary
-            with folder_lock(folder):
-                remove_stale_temps(folder, {paths[i].stem for i in mine})
-
         with contextlib.ExitStack() as stack:
-            stack.callback(sweep_temps)  # runs last, also when the job fails
+            if pending:  # runs last, also when the job fails (nothing computed: nothing new to sweep)
+                stack.callback(sweep_temps)
             stack.callback(bar.close)
             stack.enter_context(manifest.appending(truncate=force))
 
