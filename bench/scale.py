@@ -178,10 +178,12 @@ class _TimedExport:
 
 
 def _steady(done):
-    """Boxes per second between the first and the last finished image (the first image's boxes excluded)."""
-    if len(done) < 2 or done[-1][0] <= done[0][0]:
+    """Boxes per second between the first and the last finished image (the first image's boxes excluded, and
+    those of the images delivered with it: a Ray task returns a batch of images at once)."""
+    first = next((k for k, (t, _) in enumerate(done) if t - done[0][0] > 1e-3), None)
+    if first is None:
         return None
-    return sum(b for _, b in done[1:]) / (done[-1][0] - done[0][0])
+    return sum(b for _, b in done[first:]) / (done[-1][0] - done[0][0])
 
 
 def child(kind, args):

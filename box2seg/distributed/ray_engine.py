@@ -1,12 +1,15 @@
 """Ray as an engine for the per-image jobs (``--engine ray``): an optional extra, ``pip install -e '.[ray]'``.
 
-GrabCut (:class:`RayGrabCutEngine`): every image is a Ray task running the same function as the local pool
-(:func:`box2seg.data.grabcut_job.compute_image`), one CPU and one OpenCV thread each, retried by Ray when its
-worker dies (``max_retries``; the OOM killer's SIGKILL, a lost node). The task writes its PNG into the cache
-folder (a shared file system on a multi-machine cluster) and returns the statistics; the driver appends
-them to the shard's manifest, so the folder is the local engine's, byte for byte, and a job can switch
-engines and resume. At most ``4 x CPUs`` tasks are in flight, so a 1.7M-image shard never floods the
-object store.
+GrabCut (:class:`RayGrabCutEngine`): every Ray task runs the local pool's function
+(:func:`box2seg.data.grabcut_job.compute_image`) on a few images in turn, one CPU and one OpenCV thread
+each, and is retried by Ray when its worker dies (``max_retries``; the OOM killer's SIGKILL, a lost node):
+the images it had written are written again, byte for byte. Batching matters because one image is about
+50-100 ms of GrabCut on the generated scenes and Ray's per-task cost (scheduling, argument and result
+transfer) is tens of milliseconds on a busy node; :func:`images_per_task` keeps at least
+``TASKS_PER_CPU`` tasks per CPU so the tail stays balanced. Each task writes its PNGs into the cache folder
+(a shared file system on a multi-machine cluster) and returns the statistics; the driver appends them to
+the shard's manifest, so the folder is the local engine's, byte for byte, and a job can switch engines and
+resume. At most ``4 x CPUs`` tasks are in flight, so a 1.7M-image shard never floods the object store.
 
 Export (:class:`RayExportEngine`): actors holding the model (one GPU each where the cluster has GPUs, else one
 CPU and one torch thread each) take batches of records and return label PNGs, box masks and scores; the
@@ -46,6 +49,8 @@ __all__ = ["RayUnavailableError", "ray_session", "RayGrabCutEngine", "RayExportE
 
 RETRIES = 3  # Ray re-runs a task whose worker died this many times before the job fails naming the image
 IN_FLIGHT_PER_CPU = 4
+MAX_IMAGES_PER_TASK = 16  # a task of 16 photos is a few seconds: a retried task repeats little
+TASKS_PER_CPU = 4  # a short job still spreads evenly over the CPUs
 
 
 class RayUnavailableError(RuntimeError):
@@ -84,9 +89,15 @@ def ray_session(address=None, num_cpus=None):
         ray.shutdown()
 
 
-def _grabcut_task(task):
+def images_per_task(images, cpus):
+    """How many images one GrabCut task takes: up to ``MAX_IMAGES_PER_TASK``, but at least ``TASKS_PER_CPU``
+    tasks per CPU while the job has that many images."""
+    return max(1, min(MAX_IMAGES_PER_TASK, images // (TASKS_PER_CPU * max(int(cpus), 1))))
+
+
+def _grabcut_task(tasks):
     init_task_worker()
-    return compute_image(task)
+    return [compute_image(task) for task in tasks]
 
 
 class RayGrabCutEngine:
@@ -105,29 +116,34 @@ class RayGrabCutEngine:
             return
         with ray_session(self.address, num_cpus=max(int(workers), 1)):
             remote = ray.remote(num_cpus=1, max_retries=self.retries)(_grabcut_task)
-            window = IN_FLIGHT_PER_CPU * max(int(ray.cluster_resources().get("CPU", 1)), 1)
-            queue = list(reversed(pending))
+            cpus = max(int(ray.cluster_resources().get("CPU", 1)), 1)
+            size = images_per_task(len(pending), cpus)
+            queue = [pending[k:k + size] for k in range(0, len(pending), size)][::-1]
             running = {}
             start = time.perf_counter()
             while queue or running:
-                while queue and len(running) < window:
-                    i = queue.pop()
-                    running[remote.remote(task(i))] = i
+                while queue and len(running) < IN_FLIGHT_PER_CPU * cpus:
+                    batch = queue.pop()
+                    running[remote.remote([task(i) for i in batch])] = batch
                 done, _ = ray.wait(list(running), num_returns=1)
                 for ref in done:
-                    i = running.pop(ref)
+                    batch = running.pop(ref)
                     try:
-                        collect(*ray.get(ref))
+                        results = ray.get(ref)
                     except WorkerCrashedError:
+                        names = ", ".join(describe(i) for i in batch)
                         raise GrabCutJobError(
                             f"GrabCut {dataset_name}: Ray workers died {self.retries + 1} times (killed from "
-                            f"outside, e.g. by the OOM killer) on image {describe(i)}. The images already written "
-                            "are kept: run the same command again to resume.") from None
+                            f"outside, e.g. by the OOM killer) on a task of image{'s' if len(batch) > 1 else ''} "
+                            f"{names}. The images already written are kept: run the same command again to "
+                            "resume.") from None
                     except RayTaskError as e:  # the task's own error (a bad image): the local engine's message
                         cause = e.cause if getattr(e, "cause", None) is not None else e
                         raise RuntimeError(str(cause)) from None
-            logger.info("Ray GrabCut %s: %d images in %.1f s", dataset_name, len(pending),
-                        time.perf_counter() - start)
+                    for result in results:
+                        collect(*result)
+            logger.info("Ray GrabCut %s: %d images in %d tasks of up to %d in %.1f s", dataset_name, len(pending),
+                        -(-len(pending) // size), size, time.perf_counter() - start)
 
 
 # Test hook: an export actor given an image whose file name contains NAME kills itself with SIGKILL, as the OOM

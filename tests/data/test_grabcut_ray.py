@@ -17,7 +17,8 @@ psutil = pytest.importorskip("psutil")
 
 from box2seg.data import grabcut_job  # noqa: E402
 from box2seg.data.grabcut_job import GrabCutJobError, prepare_dataset  # noqa: E402
-from box2seg.distributed.ray_engine import RayGrabCutEngine  # noqa: E402
+from box2seg.distributed import ray_engine  # noqa: E402
+from box2seg.distributed.ray_engine import RayGrabCutEngine, images_per_task  # noqa: E402
 
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
 
@@ -52,8 +53,18 @@ def test_the_local_cluster_listens_on_loopback_only(cluster):
     assert {c.laddr.ip for c in listening} <= LOOPBACK, sorted({(c.laddr.ip, c.laddr.port) for c in listening})
 
 
+def test_images_per_task_batches_long_jobs_and_keeps_short_ones_spread():
+    assert images_per_task(6, 2) == 1  # fewer images than TASKS_PER_CPU x CPUs: one each
+    assert images_per_task(40, 2) == 40 // (ray_engine.TASKS_PER_CPU * 2)
+    assert images_per_task(10 ** 6, 64) == ray_engine.MAX_IMAGES_PER_TASK
+    assert images_per_task(5, 0) == 1
+
+
+@pytest.mark.parametrize("tasks_per_cpu", [ray_engine.TASKS_PER_CPU, 1], ids=["one_image_a_task", "three_a_task"])
 def test_killed_worker_is_retried_and_the_cache_equals_a_local_run(cluster, tmp_path, scenes, registered,
-                                                                   monkeypatch, folder_bytes):
+                                                                   monkeypatch, folder_bytes, tasks_per_cpu):
+    # three_a_task: the victim is the last image of the first task, so its retry rewrites the two before it.
+    monkeypatch.setattr(ray_engine, "TASKS_PER_CPU", tasks_per_cpu)
     name = _victim_dataset(tmp_path, scenes, registered)
     cluster.unlink(missing_ok=True)
     monkeypatch.setenv("BOX2SEG_CACHE", str(tmp_path / "ray"))
