@@ -47,9 +47,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["RayUnavailableError", "ray_session", "RayGrabCutEngine", "RayExportEngine", "RETRIES"]
 
-RETRIES = 3  # Ray re-runs a task whose worker died this many times before the job fails naming the image
+RETRIES = 3  # Ray re-runs a task whose worker died this many times before the job fails naming its images
 IN_FLIGHT_PER_CPU = 4
-MAX_IMAGES_PER_TASK = 16  # a task of 16 photos is a few seconds: a retried task repeats little
+MAX_IMAGES_PER_TASK = 16  # 16 photos are some 10-30 s of GrabCut: a retried task repeats little
 TASKS_PER_CPU = 4  # a short job still spreads evenly over the CPUs
 
 
@@ -118,7 +118,8 @@ class RayGrabCutEngine:
             remote = ray.remote(num_cpus=1, max_retries=self.retries)(_grabcut_task)
             cpus = max(int(ray.cluster_resources().get("CPU", 1)), 1)
             size = images_per_task(len(pending), cpus)
-            queue = [pending[k:k + size] for k in range(0, len(pending), size)][::-1]
+            batches = [pending[k:k + size] for k in range(0, len(pending), size)]
+            queue = batches[::-1]
             running = {}
             start = time.perf_counter()
             while queue or running:
@@ -143,7 +144,7 @@ class RayGrabCutEngine:
                     for result in results:
                         collect(*result)
             logger.info("Ray GrabCut %s: %d images in %d tasks of up to %d in %.1f s", dataset_name, len(pending),
-                        -(-len(pending) // size), size, time.perf_counter() - start)
+                        len(batches), size, time.perf_counter() - start)
 
 
 # Test hook: an export actor given an image whose file name contains NAME kills itself with SIGKILL, as the OOM
