@@ -76,6 +76,8 @@ __all__ = [
     "instance_map_to_labels",
     "encode_instance_map",
     "read_png_stats",
+    "own_grabcut_mask",
+    "own_grabcut_masks",
     "grabcut_cache_dir",
     "grabcut_file_for",
     "prepare_command",
@@ -340,15 +342,30 @@ def overpainted(instance_map, masks, extents, indices):
     return out
 
 
+def _add_overpainted(own, entry):
+    """ORs one ``overpainted`` entry (extent and RLE of the pixels a smaller box took) into ``own``."""
+    x0, y0, x1, y1, counts = entry
+    lost = mask_util.decode({"size": [y1 - y0, x1 - x0], "counts": counts.encode("ascii")}).astype(bool)
+    own[y0:y1, x0:x1] |= lost
+
+
 def own_grabcut_mask(instance_map, stats, index):
     """(H, W) bool: annotation ``index``'s own GrabCut mask, its pixels of the painted ``instance_map`` plus
     those a smaller box's mask painted over (``stats["overpainted"]``, from the cache PNG: read_png_stats)."""
     own = instance_map == index + 1
     entry = (stats or {}).get("overpainted", {}).get(str(int(index)))
     if entry is not None:
-        x0, y0, x1, y1, counts = entry
-        lost = mask_util.decode({"size": [y1 - y0, x1 - x0], "counts": counts.encode("ascii")}).astype(bool)
-        own[y0:y1, x0:x1] |= lost
+        _add_overpainted(own, entry)
+    return own
+
+
+def own_grabcut_masks(instance_map, stats, count):
+    """(count, H, W) bool: every annotation's own GrabCut mask (:func:`own_grabcut_mask` for indices
+    0..count-1), overlaps allowed: one comparison for the painted pixels, then only the boxes that lost some."""
+    own = instance_map[None] == (np.arange(count) + 1)[:, None, None]
+    for key, entry in (stats or {}).get("overpainted", {}).items():
+        if int(key) < count:
+            _add_overpainted(own[int(key)], entry)
     return own
 
 

@@ -107,8 +107,8 @@ class BoxScorer:
     ``add(masks, boxes, gt_masks, scored)`` per image: ``masks`` (N, H, W) bool, one per box of the image
     that is painted (every non-crowd box, masked or not: they all take part in painting); ``boxes`` (N, 4)
     XYXY; ``gt_masks`` (M, H, W) the true masks of the boxes ``scored`` (M indices into the N). A method whose
-    per-box masks are not available (a GrabCut label map read back from its cache) passes its painted masks
-    as ``masks`` too: both protocols then give its painted figure.
+    per-box masks are not available (a label map without the per-box masks it was painted from) passes its
+    painted masks as ``masks`` too: both protocols then give its painted figure.
     """
 
     def __init__(self):

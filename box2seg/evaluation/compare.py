@@ -3,15 +3,16 @@ and the real-photo benchmark): filled boxes, filled ellipses, GrabCut, Box2Seg's
 and Box2Seg's box-conditioned masks, each as semantic mIoU and per-instance mask IoU under the one scorer's
 two protocols (:mod:`box2seg.evaluation.box_scorer`): each box's own mask ("instance", the headline; filled
 boxes and ellipses by pixel centres, overlaps allowed, the model's per-box masks as it returns them) and the
-painted map ("painted", smaller box wins). GrabCut's labels are read back from their cache as the painted
-instance map, so its per-box masks before painting are not available here: both its columns are painted."""
+painted map ("painted", smaller box wins). GrabCut's per-box masks are its own masks before painting (the
+painted instance map plus the pixels smaller boxes took, both in its cache PNG: ``own_grabcut_masks``), so
+they too may overlap; its painted column is the cached map as painted."""
 import os
 
 import numpy as np
 import torch
 from detectron2.data import MetadataCatalog
 
-from ..data.grabcut import load_instance_map
+from ..data.grabcut import load_instance_map, own_grabcut_masks, read_png_stats
 from ..data.semseg_gt import read_label_map
 from ..modeling.box_conditioned import annotation_box_masks
 from ..structures import PIXEL_CENTRES, box_pixel_masks, record_boxes
@@ -43,7 +44,8 @@ def score_baselines(dataset_name, records):
         scorers["filled boxes"].add(record, baseline_masks("box", boxes, h, w), gt)
         scorers["filled ellipses"].add(record, baseline_masks("ellipse", boxes, h, w), gt)
         instance_map = load_instance_map(record)
-        scorers["GrabCut"].add(record, instance_map[None] == (np.arange(len(boxes)) + 1)[:, None, None], gt)
+        own = own_grabcut_masks(instance_map, read_png_stats(record["grabcut_file_name"]), len(boxes))
+        scorers["GrabCut"].add(record, own, gt)
     return {m: s.summary() for m, s in scorers.items()}
 
 

@@ -2,8 +2,8 @@
 PNG's statistics and given back by own_grabcut_mask (chip mode's per-box target)."""
 import numpy as np
 
-from box2seg.data.grabcut import (encode_instance_map, overpainted, own_grabcut_mask, paint_instance_map,
-                                  read_png_stats)
+from box2seg.data.grabcut import (encode_instance_map, overpainted, own_grabcut_mask, own_grabcut_masks,
+                                  paint_instance_map, read_png_stats)
 
 
 def test_own_masks_survive_painting_and_the_png_round_trip(tmp_path):
@@ -26,3 +26,9 @@ def test_own_masks_survive_painting_and_the_png_round_trip(tmp_path):
     # A cache without the field (or without stats) gives the painted region.
     assert (own_grabcut_mask(instance_map, {"boxes": []}, 0) == (instance_map == 1)).all()
     assert (own_grabcut_mask(instance_map, None, 0) == (instance_map == 1)).all()
+    # All at once (the baselines' per-box GrabCut masks): the same masks, overlapping where painting decided.
+    every = own_grabcut_masks(instance_map, read, 2)
+    assert every.shape == (2, 10, 12)
+    assert (every[0] == big).all() and (every[1] == full_small).all()
+    assert (every[0] & every[1]).sum() == 20
+    assert (own_grabcut_masks(instance_map, None, 2)[0] == (instance_map == 1)).all()

@@ -44,3 +44,32 @@ def test_extra_box_rules_are_scored_on_the_same_forward_pass(tmp_path):
     table = format_table({"seed 0": scores})
     assert "| Box2Seg box-conditioned (foreground rule) | 100.0 | 100.0 |" in table
     assert "| Box2Seg box-conditioned | " in table
+
+
+def test_grabcut_per_box_masks_are_its_own_masks_before_painting(tmp_path):
+    """A big box whose GrabCut mask a smaller box painted over: per box it is scored with its own mask (the
+    occluder's pixels included, as for the other baselines' masks), painted it loses them to the smaller box."""
+    from box2seg.data.grabcut import encode_instance_map, overpainted, paint_instance_map
+    from box2seg.evaluation.compare import score_baselines
+
+    MetadataCatalog.get(DATASET).set(thing_classes=["a", "b"], ignore_label=255)
+    big = np.zeros((10, 12), bool)
+    big[2:9, 1:11] = True  # 70 px, annotation 0
+    small = np.ones((4, 5), bool)  # annotation 1 over (4, 3)-(9, 7): 20 px inside the big mask
+    extents = [(0, 0, 12, 10), (4, 3, 9, 7)]
+    instance_map = paint_instance_map(10, 12, [big, small], extents, [120.0, 20.0], [0, 1])
+    stats = {"boxes": [], "overpainted": overpainted(instance_map, [big, small], extents, [0, 1])}
+    cache = tmp_path / "grabcut.png"
+    cache.write_bytes(encode_instance_map(instance_map, stats))
+    true = [instance_map == 1, instance_map == 2]  # the visible parts: GrabCut painted is exact
+    gt = np.zeros((10, 12), np.uint8)
+    gt[true[0]], gt[true[1]] = 1, 2
+    Image.fromarray(gt).save(tmp_path / "gt.png")
+    anns = [{"bbox": list(map(float, e)), "bbox_mode": 0, "category_id": c,
+             "segmentation": mask_util.encode(np.asfortranarray(t.astype(np.uint8)))}
+            for e, c, t in zip(extents, (0, 1), true)]
+    record = {"file_name": "x.png", "height": 10, "width": 12, "sem_seg_file_name": str(tmp_path / "gt.png"),
+              "grabcut_file_name": str(cache), "annotations": anns}
+    scores = score_baselines(DATASET, [record])["GrabCut"]
+    assert np.isclose(scores["instance_mIoU"], (50 / 70 + 1.0) / 2)
+    assert np.isclose(scores["painted_mIoU"], 1.0)

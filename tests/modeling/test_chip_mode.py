@@ -180,3 +180,34 @@ def _mirrored(inst, width):
     out.gt_boxes = Boxes(torch.stack([width - b[:, 2], b[:, 1], width - b[:, 0], b[:, 3]], 1))
     out.gt_classes = inst.gt_classes
     return out
+
+
+def test_channels_last_on_cpu_gives_the_same_losses_and_probabilities(chip_cfg):
+    """MODEL.DEVICE cpu builds the model in NHWC layout (faster oneDNN convolutions); the numbers must be those
+    of the NCHW model with the same weights, in training and at inference."""
+    records = _records(chip_cfg)
+    batch = [ChipDatasetMapper(chip_cfg, records)(item) for item in chip_items(records)[:3]]
+    torch.manual_seed(0)
+    fast = build_model(chip_cfg)
+    assert chip_cfg.MODEL.DEVICE == "cpu" and fast.memory_format == torch.channels_last
+    conv = next(m for m in fast.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    plain = type(fast)(**{**type(fast).from_config(chip_cfg), "channels_last": False})
+    plain.load_state_dict(fast.state_dict())
+    assert plain.memory_format == torch.contiguous_format
+    with EventStorage(5):
+        torch.manual_seed(1)  # the affinity term samples pixels
+        a = fast(batch)
+        torch.manual_seed(1)
+        b = plain(batch)
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5), k
+    fast.eval(), plain.eval()
+    inst = Instances((64, 64))
+    inst.gt_boxes = Boxes(torch.tensor([[4.0, 6.0, 40.0, 50.0], [30.0, 10.0, 60.0, 30.0]]))
+    inst.gt_classes = torch.tensor([0, 1])
+    image = torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        pa = fast.chip_box_probs({"image": image, "instances": inst})[0]
+        pb = plain.chip_box_probs({"image": image, "instances": inst})[0]
+    assert (pa.float() - pb.float()).abs().max() <= 1  # uint8 x 255 rounding
