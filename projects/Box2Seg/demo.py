@@ -52,8 +52,8 @@ MASKRCNN_CONFIG = os.path.join(REPO, "configs", "maskrcnn", "mask_rcnn_lite0_FPN
 OURS = "Box2Seg pseudo-masks"
 SPLITS = ("train", "val")
 # Mask R-CNN sized for the 256 px scenes and a few CPU minutes (both runs get exactly the same).
-MASKRCNN_OPTS = ["INPUT.MIN_SIZE_TRAIN", "(320,)", "INPUT.MAX_SIZE_TRAIN", "320", "INPUT.MIN_SIZE_TEST", "320",
-                 "INPUT.MAX_SIZE_TEST", "320", "DATALOADER.NUM_WORKERS", "1"]
+MASKRCNN_OPTS = ["INPUT.MIN_SIZE_TRAIN", "(256,)", "INPUT.MAX_SIZE_TRAIN", "256", "INPUT.MIN_SIZE_TEST", "256",
+                 "INPUT.MAX_SIZE_TEST", "256", "DATALOADER.NUM_WORKERS", "1"]
 
 
 def argument_parser():
@@ -65,7 +65,7 @@ def argument_parser():
     parser.add_argument("--train-images", type=int, default=None,
                         help="images of box2seg_scenes train (default: the generator's 160; smaller: a quick look)")
     parser.add_argument("--val-images", type=int, default=None, help="images of box2seg_scenes val (default 64)")
-    parser.add_argument("--maskrcnn-iters", type=int, default=150, help="Mask R-CNN iterations, each run")
+    parser.add_argument("--maskrcnn-iters", type=int, default=100, help="Mask R-CNN iterations, each run")
     parser.add_argument("--maskrcnn-config", default=MASKRCNN_CONFIG)
     parser.add_argument("--maskrcnn-opts", nargs="*", default=[], metavar="KEY VALUE",
                         help="Mask R-CNN config overrides for both runs")
