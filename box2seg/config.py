@@ -138,6 +138,9 @@ def add_box2seg_config(cfg):
     _C.MODEL.BOX2SEG.CHIPS.SCALE_JITTER = 0.15
     # ... and centre moved by U(-j, j) x the longer side (at most CONTEXT: the box stays in its chip).
     _C.MODEL.BOX2SEG.CHIPS.SHIFT_JITTER = 0.1
+    # ... and photometric jitter of each training chip: brightness, contrast and saturation each scaled by
+    # U(1 - j, 1 + j) (0: off). The chip's pixels only; its labels and boxes are unchanged.
+    _C.MODEL.BOX2SEG.CHIPS.COLOR_JITTER = 0.0
     # One foreground class: the head says object vs background, the box gives the class (many classes and
     # few images: COCO's 80 from a few hundred photos). NUM_CLASSES stays the dataset's (for the outputs).
     _C.MODEL.BOX2SEG.CHIPS.CLASS_AGNOSTIC = True

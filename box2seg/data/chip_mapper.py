@@ -26,9 +26,21 @@ from .images import read_image
 from .mapper import Box2SegDatasetMapper
 from .pixel_labels import true_own_labels
 
-__all__ = ["CHIP_TARGETS", "ChipDatasetMapper", "chip_items"]
+__all__ = ["CHIP_TARGETS", "ChipDatasetMapper", "chip_items", "jitter_colours"]
 
 CHIP_TARGETS = ("all", "own")
+
+
+def jitter_colours(chip, factors):
+    """A (3, S, S) uint8 chip with its brightness, contrast and saturation scaled by ``factors`` (3,), in that
+    order (torchvision's ColorJitter without hue): unseen images differ in exposure and colour, and a frozen
+    backbone's features with them, which a head trained on a few hundred images would otherwise memorise."""
+    brightness, contrast, saturation = (float(f) for f in factors)
+    x = chip.float() * brightness
+    x = (x - x.mean()) * contrast + x.mean()
+    grey = x.mean(0, keepdim=True)  # the channels' mean: the same in RGB and BGR
+    x = (x - grey) * saturation + grey
+    return x.round().clamp(0, 255).to(torch.uint8)
 
 
 def chip_items(records):
@@ -53,7 +65,7 @@ class ChipDatasetMapper(Box2SegDatasetMapper):
 
     @configurable
     def __init__(self, records, *, size, context, scale_jitter, shift_jitter, flip, image_format, ignore_label,
-                 target="all"):
+                 target="all", color_jitter=0.0):
         """``target``: "all" (every box in the chip and M as painted, the semantic view) or "own" (only the
         chip's own box; M is its own GrabCut mask, other objects background: the per-box view the masks are
         judged by, since a box's mask must not take the objects in front of it)."""
@@ -68,6 +80,7 @@ class ChipDatasetMapper(Box2SegDatasetMapper):
         self.scale_jitter = float(scale_jitter)
         self.shift_jitter = float(shift_jitter)
         self.flip = bool(flip)
+        self.color_jitter = float(color_jitter)
         self.image_format = image_format
         self.ignore_label = int(ignore_label)
 
@@ -85,6 +98,7 @@ class ChipDatasetMapper(Box2SegDatasetMapper):
             "image_format": base["image_format"],
             "ignore_label": base["ignore_label"],
             "target": c.TARGET,
+            "color_jitter": c.COLOR_JITTER,
         }
 
     def __call__(self, item):
@@ -120,6 +134,8 @@ class ChipDatasetMapper(Box2SegDatasetMapper):
             chip = chip.flip(-1)
             chip_labels = chip_labels[:, ::-1]
             chip_boxes = flip_boxes_horizontally(chip_boxes, self.size)
+        if self.color_jitter > 0:
+            chip = jitter_colours(chip, np.random.uniform(1 - self.color_jitter, 1 + self.color_jitter, 3))
 
         instances = Instances((self.size, self.size))
         instances.gt_boxes = Boxes(torch.as_tensor(chip_boxes, dtype=torch.float32).reshape(-1, 4))

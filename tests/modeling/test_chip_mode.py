@@ -11,7 +11,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from box2seg.data.chip_mapper import ChipDatasetMapper, chip_items
+from box2seg.data.chip_mapper import ChipDatasetMapper, chip_items, jitter_colours
 from box2seg.data.datasets.common import unregister
 from box2seg.data.grabcut import GrabCutSettings, attach_grabcut_files
 from box2seg.data.grabcut_job import prepare_dataset
@@ -79,6 +79,32 @@ def test_chip_mapper_centres_the_box_and_marks_outside_the_image_ignore(chip_cfg
         x_outside = (region[0] + (torch.arange(64) + 0.5) * (region[2] - region[0]) / 64 < 0)
         if x_outside.any():
             assert (out["grabcut_labels"][:, x_outside] == 255).all()
+
+
+def test_colour_jitter_scales_brightness_contrast_and_saturation():
+    chip = torch.randint(60, 200, (3, 16, 16), dtype=torch.uint8)
+    assert torch.equal(jitter_colours(chip, (1.0, 1.0, 1.0)), chip)
+    brighter = jitter_colours(chip, (1.2, 1.0, 1.0)).float()
+    assert float(brighter.mean()) == pytest.approx(float(chip.float().mean()) * 1.2, abs=0.6)
+    flat = jitter_colours(chip, (1.0, 0.0, 1.0)).float()
+    assert flat.max() - flat.min() <= 1  # contrast 0: every pixel the mean
+    grey = jitter_colours(chip, (1.0, 1.0, 0.0)).float()
+    assert (grey.max(0).values - grey.min(0).values).max() <= 1  # saturation 0: the channels agree
+
+
+def test_colour_jitter_changes_only_the_chip_pixels(chip_cfg):
+    records = _records(chip_cfg)
+    item = chip_items(records)[0]
+    plain = ChipDatasetMapper(chip_cfg, records)
+    jittered = ChipDatasetMapper(chip_cfg, records)
+    jittered.color_jitter = 0.4
+    np.random.seed(3)
+    a = plain(item)
+    np.random.seed(3)  # the same chip region and flip: the jitter draws after them
+    b = jittered(item)
+    assert not torch.equal(a["image"], b["image"])
+    assert torch.equal(a["grabcut_labels"], b["grabcut_labels"])
+    assert torch.equal(a["instances"].gt_boxes.tensor, b["instances"].gt_boxes.tensor)
 
 
 def test_chip_training_step_and_inference(chip_cfg):

@@ -1,0 +1,93 @@
+#!/usr/bin/env python
+"""Choosing settings meant to help on unseen images, without val2017's masks: train chip mode on the boxes of
+coco_tiny's val2017 (80 images) and score on train2017 (80 images the model never saw), one row per variant.
+
+bench/coco_tiny_chips.py's inductive run is the other way round (train2017's boxes, val2017 scored); scoring
+val2017 to choose a setting would choose it by the masks the targets are judged on. Here train2017's masks
+choose, as they chose the threshold and flips (bench/chip_thresholds.py).
+
+    python bench/coco_tiny_selection.py --coco-root ../shared/data/coco_tiny --seeds 0 \
+        --variant jitter03 MODEL.BOX2SEG.CHIPS.COLOR_JITTER 0.3
+
+Prints a markdown table (per box, small / medium / large, painted) of the baselines on train2017, the config
+("base", each seed) and each variant (first seed); ``--json-out`` writes it too. The folder is read in place.
+"""
+import box2seg  # noqa: F401  (first: detectron2 v0.6 fixes)
+
+import argparse
+import json
+import os
+
+from detectron2.utils.logger import setup_logger
+
+from box2seg import engine
+from box2seg.commands import overrides_after_separator
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SPLITS = {"train": ("instances_train2017.json", "train2017"), "val": ("instances_val2017.json", "val2017")}
+ROWS = {"filled boxes": "filled boxes", "filled ellipses": "filled ellipses", "GrabCut": "GrabCut"}
+MODEL_ROW = "Box2Seg box-conditioned"
+
+
+def dataset_specs(root):
+    return [f"coco_tiny_{s}={os.path.join(root, 'annotations', j)}:{os.path.join(root, f)}" for s, (j, f) in SPLITS.items()]
+
+
+def run_cfg(args, seed, name, overrides=()):
+    cfg = engine.setup_cfg(args.config_file, list(args.opts) + list(overrides), dataset_specs(args.coco_root),
+                           freeze=False)
+    cfg.DATASETS.TRAIN = ("coco_tiny_val",)
+    cfg.DATASETS.TEST = ("coco_tiny_train",)
+    cfg.SEED = seed
+    cfg.OUTPUT_DIR = os.path.join(args.output, name)
+    cfg.freeze()
+    return cfg
+
+
+def row(scores):
+    return {"per_box": scores["instance_mIoU"], "small": scores["instance_mIoU-small"],
+            "medium": scores["instance_mIoU-medium"], "large": scores["instance_mIoU-large"],
+            "painted": scores["painted_mIoU"]}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--coco-root", required=True, help="the coco_tiny folder (annotations/, train2017/, val2017/)")
+    parser.add_argument("--output", default="output/coco_tiny_selection")
+    parser.add_argument("--config-file", default=os.path.join(REPO, "configs", "cpu", "box2seg_lite0_coco_chips.yaml"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--jobs", type=int, default=1, help="training processes side by side")
+    parser.add_argument("--variant", nargs="+", action="append", default=[], metavar="NAME KEY VALUE",
+                        help="a run with these config overrides: its name, then KEY VALUE ... (repeatable)")
+    parser.add_argument("--json-out", default=None)
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ... for every run")
+    args = parser.parse_args()
+    args.opts = overrides_after_separator(args.opts)
+    setup_logger(name="box2seg")
+    setup_logger(name="detectron2", abbrev_name="d2")
+
+    runs = {f"base_seed{s}": run_cfg(args, s, f"base_seed{s}") for s in args.seeds}
+    for v in args.variant:
+        runs[v[0]] = run_cfg(args, args.seeds[0], f"variant_{v[0]}", v[1:])
+    results, seconds = engine.train_and_score(runs, jobs=args.jobs)
+    any_run = results[next(iter(runs))]
+    table = {name: row(any_run[key]) for name, key in ROWS.items()}
+    table.update({name: dict(row(results[name][MODEL_ROW]), minutes=seconds[name] / 60,
+                             overrides=[] if name.startswith("base_") else next(v[1:] for v in args.variant if v[0] == name))
+                  for name in runs})
+    if args.json_out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json_out)), exist_ok=True)
+        with open(args.json_out + ".tmp", "w") as f:
+            json.dump({"trained_on": "val2017 boxes", "scored_on": "train2017", "config": args.config_file,
+                       "overrides": list(args.opts), "rows": table}, f, indent=1)
+        os.replace(args.json_out + ".tmp", args.json_out)
+    print("\ntrained on val2017's boxes, scored on train2017 (unseen)\n")
+    print("| row | per box | small | medium | large | painted | training min |\n|---|---|---|---|---|---|---|")
+    for name, s in table.items():
+        minutes = f"{s['minutes']:.1f}" if "minutes" in s else ""
+        print(f"| {name} | {s['per_box']:.4f} | {s['small']:.4f} | {s['medium']:.4f} | {s['large']:.4f} | "
+              f"{s['painted']:.4f} | {minutes} |")
+
+
+if __name__ == "__main__":
+    main()
