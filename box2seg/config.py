@@ -160,6 +160,10 @@ def add_box2seg_config(cfg):
     _C.MODEL.BOX2SEG.CHIPS.THRESHOLD = 0.5
     # ... and a box left empty by it gets its FALLBACK_FILL share of most probable pixels (never-empty masks).
     _C.MODEL.BOX2SEG.CHIPS.FALLBACK_FILL = 0.5
+    # Inference only: each box's foreground probability averaged with its own GrabCut mask (0 / 1) at this
+    # weight before THRESHOLD, (1 - w) p + w g (0: the model alone). The GrabCut labels come from the cache
+    # (prepare-grabcut), or are computed per image where none are attached (predict).
+    _C.MODEL.BOX2SEG.CHIPS.GRABCUT_WEIGHT = 0.0
 
     _C.MODEL.BOX2SEG.LOSS = CN()
     # Enabled terms; ablations remove names here: gc, fg, bg, fr, aff (the paper's), proj and pair (BoxInst's

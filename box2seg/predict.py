@@ -22,9 +22,10 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.data.detection_utils import read_image
 from detectron2.modeling import build_model
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import BoxMode, Boxes, Instances
 from tqdm import tqdm
 
+from .data.grabcut import GrabCutSettings, record_own_masks
 from .engine import load_weights, setup_cfg
 from .modeling.box_conditioned import box_conditioned_masks
 from .utils.visualizer import overlay_labels, palette, write_label_png, write_png
@@ -143,7 +144,7 @@ class Box2SegPredictor:
         image = self.read(image)
         inputs = self._inputs(image)
         if self.cfg.MODEL.BOX2SEG.CHIPS.ENABLED:
-            return self._chip_call(inputs, boxes, classes)
+            return self._chip_call(inputs, boxes, classes, image)
         probs = self.model([inputs])[0]["sem_seg"].float().cpu()
         result = {"sem_seg": probs, "labels": probs.argmax(dim=0)}
         if boxes is not None:
@@ -151,9 +152,10 @@ class Box2SegPredictor:
             result["box_masks"] = box_conditioned_masks(probs, boxes, classes, self.cfg.MODEL.BOX2SEG.TEST.BOX_RULE)
         return result
 
-    def _chip_call(self, inputs, boxes, classes):
+    def _chip_call(self, inputs, boxes, classes, image_bgr):
         """Chip mode: the model's own per-box masks (one chip per box); the semantic output is those masks
-        painted, one-hot. Boxes are required."""
+        painted, one-hot. Boxes are required. With CHIPS.GRABCUT_WEIGHT > 0 GrabCut runs on the image's boxes
+        first (the settings of the config's GRABCUT), as prepare-grabcut would."""
         if boxes is None:
             raise ValueError("this config is in chip mode (MODEL.BOX2SEG.CHIPS.ENABLED): it predicts masks for "
                              "given boxes, so pass boxes (predict --boxes FILE) or use a whole-image config")
@@ -162,7 +164,14 @@ class Box2SegPredictor:
         instances = Instances(tuple(inputs["image"].shape[-2:]))
         instances.gt_boxes = Boxes(boxes * torch.tensor([scale[0], scale[1], scale[0], scale[1]]))
         instances.gt_classes = classes
-        out = self.model([dict(inputs, instances=instances)])[0]
+        extra = {}
+        if self.cfg.MODEL.BOX2SEG.CHIPS.GRABCUT_WEIGHT > 0:
+            record = {"file_name": "", "image_id": 0, "annotations": [
+                {"bbox": box.tolist(), "bbox_mode": BoxMode.XYXY_ABS, "category_id": int(c)}
+                for box, c in zip(boxes, classes)]}
+            own = record_own_masks(record, GrabCutSettings.from_config(self.cfg), image_bgr)
+            extra["grabcut_own_masks"] = torch.from_numpy(own)
+        out = self.model([dict(inputs, instances=instances, **extra)])[0]
         sem_seg = out["sem_seg"].float().cpu()
         return {"sem_seg": sem_seg, "labels": sem_seg.argmax(dim=0), "box_masks": out["box_masks"].cpu(),
                 "box_scores": out["box_scores"].cpu()}

@@ -45,7 +45,9 @@ def tiny_batch(num_classes, size=64, seed=0):
         labels[:, -3:] = 255
         batch.append({"image": torch.randint(0, 255, (3, size, size), generator=g, dtype=torch.uint8),
                       "instances": inst, "grabcut_labels": labels, "height": size, "width": size,
-                      "chip_box": torch.tensor([4.0, 6.0, 40.0, 50.0])})  # read in chip mode only
+                      "chip_box": torch.tensor([4.0, 6.0, 40.0, 50.0]),  # read in chip mode only
+                      # each box's own GrabCut mask: read at inference in chip mode with CHIPS.GRABCUT_WEIGHT
+                      "grabcut_own_masks": torch.stack([labels == 1, labels == num_classes - 1])})
     return batch
 
 

@@ -9,8 +9,10 @@ import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
+from detectron2.structures import BoxMode
 
 from box2seg import predict
+from box2seg.data.grabcut import GrabCutSettings, record_own_masks
 from box2seg.engine import setup_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -109,3 +111,23 @@ def test_predictor_in_chip_mode_needs_boxes_and_returns_the_models_masks(tmp_pat
     assert out["box_masks"].shape == (2, 50, 70) and out["box_masks"].flatten(1).any(1).all()  # never empty
     assert not out["box_masks"][0, :, 31:].any()
     assert out["sem_seg"].shape == (NUM_CLASSES + 1, 50, 70) and out["box_scores"].shape == (2,)
+
+
+def test_predictor_with_grabcut_weight_runs_grabcut_on_the_given_boxes(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(setup_cfg(TINY_CFG, CHIP_OPTS))
+    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("chips")
+    fused = CHIP_OPTS + ["MODEL.WEIGHTS", str(tmp_path / "chips.pth"), "MODEL.BOX2SEG.CHIPS.THRESHOLD", "0.5"]
+    image = np.zeros((50, 70, 3), np.uint8)
+    image[10:35, 8:28] = (40, 200, 90)  # an object GrabCut separates from the black background
+    image[15:45, 35:65] = (200, 60, 30)
+    boxes, classes = [[5, 5, 31, 40], [30, 10, 69, 49]], [0, 2]
+    record = {"file_name": "", "image_id": 0, "annotations": [
+        {"bbox": b, "bbox_mode": BoxMode.XYXY_ABS, "category_id": c} for b, c in zip(boxes, classes)]}
+    own = record_own_masks(record, GrabCutSettings(), image)
+    assert own.any(axis=(1, 2)).all()
+    out = predict.Box2SegPredictor(predict.setup_predict_cfg(TINY_CFG, fused + ["MODEL.BOX2SEG.CHIPS.GRABCUT_WEIGHT",
+                                                                                "0.6"]))(image, boxes, classes)
+    assert np.array_equal(out["box_masks"].numpy(), own)  # weight 0.6 > threshold 0.5 > 0.4: GrabCut decides
+    alone = predict.Box2SegPredictor(predict.setup_predict_cfg(TINY_CFG, fused))(image, boxes, classes)
+    assert not np.array_equal(alone["box_masks"].numpy(), own)

@@ -30,11 +30,11 @@ from fvcore.transforms.transform import PadTransform
 
 from ..structures import PIXELS_TOUCHED, box_union_mask, record_boxes
 from .datasets.common import ignore_label_for
-from .grabcut import instance_map_to_labels, load_instance_map
+from .grabcut import GrabCutSettings, instance_map_to_labels, load_instance_map, record_own_masks
 from .images import read_image
 from .pixel_labels import true_class_map
 
-__all__ = ["Box2SegDatasetMapper", "PadToSize", "build_box2seg_augmentations", "apply_segmentation"]
+__all__ = ["Box2SegDatasetMapper", "fuses_grabcut", "PadToSize", "build_box2seg_augmentations", "apply_segmentation"]
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +99,12 @@ def _label_dtype(ignore_label):
     return np.uint8 if ignore_label <= 255 else np.uint16
 
 
+def fuses_grabcut(cfg):
+    """Whether inference averages each box's own GrabCut mask in (chip mode, CHIPS.GRABCUT_WEIGHT > 0): then the
+    images predicted need GrabCut labels too, not only the training images."""
+    return bool(cfg.MODEL.BOX2SEG.CHIPS.ENABLED and cfg.MODEL.BOX2SEG.CHIPS.GRABCUT_WEIGHT > 0)
+
+
 class Box2SegDatasetMapper:
     """Map a Box2Seg dataset dict to the model's input (see the contract in the module docstring).
 
@@ -107,7 +113,8 @@ class Box2SegDatasetMapper:
     ``ignore_label`` on padding / crowd / dropped boxes), ``height``, ``width``, ``file_name``,
     ``image_id``, ``num_dropped_boxes``; ``verified_classes`` when the record has it; in training
     ``supervision`` ("boxes", or "mask" / "mask_ce" for an image whose ``grabcut_labels`` are its true mask,
-    ``data.pixel_labels``).
+    ``data.pixel_labels``); at inference with CHIPS.GRABCUT_WEIGHT > 0 ``grabcut_own_masks`` (bool K x height x
+    width, the kept boxes' own GrabCut masks).
     """
 
     @configurable
@@ -119,12 +126,17 @@ class Box2SegDatasetMapper:
         image_format,
         ignore_label,
         min_box_area_kept=0.1,
+        grabcut_settings=None,
     ):
+        """``grabcut_settings``: at inference, also give each kept box's own GrabCut mask (``grabcut_own_masks``,
+        in the record's height x width) with these settings where no cache file is attached (chip mode's
+        CHIPS.GRABCUT_WEIGHT); None: not given."""
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
         self.image_format = image_format
         self.ignore_label = int(ignore_label)
         self.min_box_area_kept = float(min_box_area_kept)
+        self.grabcut_settings = None if is_train else grabcut_settings
         self.num_dropped_boxes = 0  # in this process (DataLoader workers each keep their own)
         mode = "training" if is_train else "inference"
         logger.info(f"[Box2SegDatasetMapper] Augmentations used in {mode}: {augmentations}")
@@ -145,6 +157,7 @@ class Box2SegDatasetMapper:
             "image_format": cfg.INPUT.FORMAT,
             "ignore_label": ignore_label,
             "min_box_area_kept": cfg.INPUT.MIN_BOX_AREA_KEPT,
+            "grabcut_settings": GrabCutSettings.from_config(cfg) if fuses_grabcut(cfg) and not is_train else None,
         }
 
     # ------------------------------------------------------------------------------------------------
@@ -234,4 +247,11 @@ class Box2SegDatasetMapper:
         instances.gt_classes = torch.as_tensor(classes[keep], dtype=torch.int64)
         instances.gt_is_crowd = torch.as_tensor(crowd[keep], dtype=torch.bool)
         out["instances"] = instances
+        if self.grabcut_settings is not None:
+            bgr = None if record.get("grabcut_file_name") else read_image(record["file_name"], format="BGR")
+            own = record_own_masks(record, self.grabcut_settings, bgr)
+            if own.shape[1:] != tuple(image_shape):
+                raise ValueError(f"GrabCut map of {record['file_name']} has size {own.shape[1:]} but the image "
+                                 f"has {tuple(image_shape)}; the cache entry is stale: rerun `box2seg prepare-grabcut`.")
+            out["grabcut_own_masks"] = torch.from_numpy(own[keep])
         return out

@@ -11,7 +11,7 @@ from ..data.grabcut import GrabCutSettings, attach_grabcut_files, grabcut_cache_
 from ..data.grabcut_job import prepare_dataset
 from ..data.chip_mapper import ChipDatasetMapper, chip_items
 from ..data.datasets.lazy import ConcatRecords, PairSequence, constant_field, is_lazy
-from ..data.mapper import Box2SegDatasetMapper
+from ..data.mapper import Box2SegDatasetMapper, fuses_grabcut
 from ..data.pixel_labels import mark_pixel_labels
 
 __all__ = [
@@ -117,4 +117,10 @@ def build_train_loader(cfg):
 
 
 def build_test_loader(cfg, dataset_name):
-    return build_detection_test_loader(cfg, dataset_name, mapper=Box2SegDatasetMapper(cfg, is_train=False))
+    mapper = Box2SegDatasetMapper(cfg, is_train=False)
+    if not fuses_grabcut(cfg):
+        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
+    # inference averages each box's own GrabCut mask in: the records with their cached labels (a missing
+    # image is named with the prepare-grabcut command)
+    return build_detection_test_loader(evaluation_records(cfg, dataset_name), mapper=mapper,
+                                       num_workers=cfg.DATALOADER.NUM_WORKERS)

@@ -22,12 +22,13 @@ from ..data import shards as data_shards
 from ..data.cache import annotations_hash, atomic_write_bytes, folder_lock, safe_name, stable_hash
 from ..data.datasets.common import ignore_label_for
 from ..data.grabcut import GrabCutSettings
+from ..data.mapper import fuses_grabcut
 from ..engine import check_num_classes
 from .folder import (HEADER_FILE, HEADER_IMAGES_FILE, OUTPUT_FILE, ExportError, dumps, fingerprint_diff, read_json,
                      remove_stale_temps, shard_lock, shard_name)
 from .indexed import index_path, write_indexed_coco
 from .inference import LocalExportEngine
-from .masks import GrabCutMaps, image_part, sum_stats
+from .masks import GrabCutMaps, WithGrabCutFiles, image_part, sum_stats
 from .merge import SHARD_FORMAT, merge_shards
 from .source import Source
 
@@ -198,13 +199,17 @@ def export_dataset(cfg, dataset_name, output, shard=(0, 1), force=False, progres
                     num_shards, len(pending), reused, output)
 
         grabcut_maps = GrabCutMaps(dataset_name, dicts, settings, cfg.GRABCUT.PREPARE_IF_MISSING)
+        records = dicts
+        if pending and fuses_grabcut(cfg):
+            # inference averages each box's own GrabCut mask in: every pending image's labels, from the cache
+            records = WithGrabCutFiles(dicts, {i: str(grabcut_maps.file(dicts[i])) for i in pending})
         if pending:
             engine = engine if engine is not None else LocalExportEngine(model, allow_partial_weights)
             bar = tqdm(total=len(pending), desc=f"export {dataset_name} {index}/{num_shards}", unit="img",
                        disable=not progress, mininterval=1.0)
             with contextlib.ExitStack() as stack:
                 stack.callback(bar.close)
-                for i, png, masks, scores in engine.outputs(cfg, dicts, pending, label_dtype):
+                for i, png, masks, scores in engine.outputs(cfg, records, pending, label_dtype):
                     record = dicts[i]
                     annotations, stats = image_part(i, record, masks, source, grabcut_maps, scores)
                     atomic_write_bytes(labels_dir / f"{names[i]}.png", png)

@@ -4,6 +4,8 @@ A box whose mask comes out empty falls back to its own GrabCut mask (instance ma
 GrabCut left it nothing either (a smaller box took all its pixels), to the ellipse inscribed in the box;
 both fallbacks are counted (:data:`MASK_SOURCES`). Crowd annotations get no mask: they are copied through.
 """
+from collections.abc import Sequence
+
 import numpy as np
 
 from ..data.cache import atomic_write_bytes, folder_lock
@@ -14,7 +16,7 @@ from ..modeling.box_conditioned import annotation_box_masks
 from ..structures import PIXELS_TOUCHED, encode_rle, pixel_extents, record_boxes
 from .folder import ExportError
 
-__all__ = ["MASK_SOURCES", "fill_empty_masks", "record_masks", "record_scores", "image_part", "sum_stats", "GrabCutMaps"]
+__all__ = ["MASK_SOURCES", "fill_empty_masks", "record_masks", "record_scores", "image_part", "sum_stats", "GrabCutMaps", "WithGrabCutFiles"]
 
 MASK_SOURCES = ("box2seg", "grabcut", "ellipse")
 
@@ -125,12 +127,17 @@ class GrabCutMaps:
         self.computed = 0
 
     def __call__(self, record):
+        return load_instance_map({**record, "grabcut_file_name": str(self.file(record, "has an empty "
+                                                                              "box-conditioned mask"))})
+
+    def file(self, record, why="needs its GrabCut masks (CHIPS.GRABCUT_WEIGHT)"):
+        """The cache file of ``record``'s GrabCut labels, computed first where missing and allowed."""
         path = grabcut_file_for(self.folder, record)
         if not path.is_file():
             if not self.compute_missing:
                 raise ExportError(
-                    f"image {record['file_name']} (image_id {record['image_id']!r}) has an empty box-conditioned "
-                    f"mask and no GrabCut labels in {self.folder}; compute them with:\n    "
+                    f"image {record['file_name']} (image_id {record['image_id']!r}) {why} and has no GrabCut "
+                    f"labels in {self.folder}; compute them with:\n    "
                     f"{prepare_command(self.dataset_name, self.settings)}\n(or set "
                     "GRABCUT.PREPARE_IF_MISSING True to compute them on demand)")
             with folder_lock(self.folder):  # prepare-grabcut may be writing this folder
@@ -142,4 +149,20 @@ class GrabCutMaps:
                     instance_map, stats = compute_instance_map(image, record, self.settings)
                     atomic_write_bytes(path, encode_instance_map(instance_map, stats))
                     self.computed += 1
-        return load_instance_map({**record, "grabcut_file_name": str(path)})
+        return path
+
+
+class WithGrabCutFiles(Sequence):
+    """``dicts[i]`` with ``grabcut_file_name`` set for the indices of ``files`` ({i: path}): what an engine's
+    mapper reads each box's own GrabCut mask from when inference averages it in. A copy per access, so a lazy
+    record sequence is never turned into a list."""
+
+    def __init__(self, dicts, files):
+        self.dicts, self.files = dicts, files
+
+    def __len__(self):
+        return len(self.dicts)
+
+    def __getitem__(self, i):
+        record = self.dicts[i]
+        return {**record, "grabcut_file_name": self.files[i]} if i in self.files else record

@@ -16,7 +16,7 @@ import torch
 
 from ..structures import PIXEL_CENTRES, annotation_boxes, box_areas, box_pixel_masks
 
-__all__ = ["box_conditioned_masks", "annotation_box_masks", "never_empty_masks", "smallest_box_owner", "BOX_RULES"]
+__all__ = ["box_conditioned_masks", "annotation_box_masks", "fuse_grabcut", "never_empty_masks", "smallest_box_owner", "BOX_RULES"]
 
 BOX_RULES = ("class", "foreground")
 
@@ -84,6 +84,16 @@ def annotation_box_masks(scores, annotations, rule="class"):
     masks = torch.zeros((len(annotations),) + tuple(scores.shape[-2:]), dtype=torch.bool)
     masks[~crowd] = box_conditioned_masks(scores, boxes[~crowd], classes[~crowd], rule).cpu()
     return masks
+
+
+def fuse_grabcut(probs, grabcut_masks, weight):
+    """(N, H, W) float probabilities ``(1 - weight) p + weight g``: the model's pasted foreground probabilities
+    (float in [0, 1] or uint8 x 255) averaged with each box's own GrabCut mask (bool). On unseen images the
+    two disagree where the model is unsure; the average lets GrabCut's colour model decide there."""
+    p = probs.float() / 255.0 if probs.dtype == torch.uint8 else probs.float()
+    if grabcut_masks.shape != p.shape:
+        raise ValueError(f"{tuple(grabcut_masks.shape)} GrabCut masks for {tuple(p.shape)} box probabilities")
+    return (1 - weight) * p + weight * grabcut_masks.to(p.dtype)
 
 
 def never_empty_masks(probs, inside, threshold, fallback_fill):

@@ -48,6 +48,9 @@ def check_box2seg_config(cfg):
     if not scales or any(not s > 0 for s in scales):
         raise ConfigValueError(f"MODEL.BOX2SEG.TEST.SCALES={scales}: a non-empty list of positive factors of the "
                                "test size, e.g. [1.0] or [0.75, 1.0, 1.25]")
+    for key, value in (("GRABCUT_WEIGHT", b.CHIPS.GRABCUT_WEIGHT), ("COLOR_JITTER", b.CHIPS.COLOR_JITTER)):
+        if not 0.0 <= value < 1.0:
+            raise ConfigValueError(f"MODEL.BOX2SEG.CHIPS.{key}={value}: between 0 (off) and 1 (1 excluded)")
     if not 0.0 <= b.AFFINITY.BOUNDARY_FRACTION <= 1.0:
         raise ConfigValueError(f"MODEL.BOX2SEG.AFFINITY.BOUNDARY_FRACTION={b.AFFINITY.BOUNDARY_FRACTION}: a share "
                                "of the samples, between 0 and 1")

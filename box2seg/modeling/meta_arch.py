@@ -26,7 +26,7 @@ from torch import nn
 
 from ..structures import (PIXEL_CENTRES, box_coordinates, box_pixel_masks, boxes_in_own_chips, chip_regions,
                           crop_chips, ellipse_prior, flip_boxes_horizontally, paste_chip_probs)
-from .box_conditioned import box_conditioned_masks, never_empty_masks, smallest_box_owner
+from .box_conditioned import box_conditioned_masks, fuse_grabcut, never_empty_masks, smallest_box_owner
 from .checks import check_box2seg_config
 from .decoders import build_box2seg_decoders
 from .losses import ATTENTION_TERMS, Box2SegLoss
@@ -67,7 +67,8 @@ class Box2Seg(nn.Module):
         channels_last=False,
     ):
         """``chips``: None (whole-image mode) or a dict with size, context, class_agnostic, test_batch,
-        threshold, fallback_fill, ellipse_prior, prior_scale, coord_channels (MODEL.BOX2SEG.CHIPS).
+        threshold, fallback_fill, ellipse_prior, prior_scale, coord_channels, grabcut_weight (MODEL.BOX2SEG.CHIPS;
+        with grabcut_weight > 0 each input carries ``grabcut_own_masks``, its boxes' own GrabCut masks).
         ``input_format``: the images' channel order (INPUT.FORMAT), for the pairwise term's colours.
         ``channels_last``: convolutions in NHWC memory layout (the default on CPU: oneDNN's convolutions are
         about 20% faster per chip-mode step in it; the same numbers up to float rounding)."""
@@ -107,7 +108,8 @@ class Box2Seg(nn.Module):
             chips = {"size": b.CHIPS.SIZE, "context": b.CHIPS.CONTEXT, "class_agnostic": b.CHIPS.CLASS_AGNOSTIC,
                      "test_batch": b.CHIPS.TEST_BATCH, "threshold": b.CHIPS.THRESHOLD,
                      "fallback_fill": b.CHIPS.FALLBACK_FILL, "ellipse_prior": b.CHIPS.ELLIPSE_PRIOR,
-                     "prior_scale": b.CHIPS.PRIOR_SCALE, "coord_channels": b.CHIPS.COORD_CHANNELS}
+                     "prior_scale": b.CHIPS.PRIOR_SCALE, "coord_channels": b.CHIPS.COORD_CHANNELS,
+                     "grabcut_weight": b.CHIPS.GRABCUT_WEIGHT}
             if b.CHIPS.CLASS_AGNOSTIC:  # the heads see one foreground class; the outputs keep the dataset's
                 head_cfg = cfg.clone()
                 head_cfg.defrost()
@@ -386,6 +388,14 @@ class Box2Seg(nn.Module):
 
     def _chip_inference(self, x):
         probs, inside, keep, boxes, classes = self.chip_box_probs(x)
+        weight = self.chips.get("grabcut_weight", 0.0)
+        if weight > 0:
+            if "grabcut_own_masks" not in x:
+                raise ValueError(
+                    f"MODEL.BOX2SEG.CHIPS.GRABCUT_WEIGHT={weight} averages each box's own GrabCut mask into its "
+                    f"probabilities, and input {x.get('file_name', '')!r} has no 'grabcut_own_masks' (the test mapper "
+                    "and the predictor add them); set it to 0 to predict from the model alone")
+            probs = fuse_grabcut(probs, x["grabcut_own_masks"].to(self.device)[keep], weight)
         kept_masks, kept_scores, filled = never_empty_masks(probs, inside, self.chips["threshold"],
                                                             self.chips["fallback_fill"])
         height, width = inside.shape[-2:]  # (0, H, W) without boxes

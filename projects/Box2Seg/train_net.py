@@ -22,6 +22,7 @@ from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
 from box2seg.commands import add_openimages_dataset_argument
+from box2seg.data.mapper import fuses_grabcut
 from box2seg.engine import (GrabCutNotPreparedError, NothingToEvaluateError, PartialWeightsError, Trainer,
                             check_evaluable, check_num_classes, default_setup, load_weights, prepare_caches,
                             setup_cfg)
@@ -56,7 +57,7 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         check_evaluable(cfg)
-        prepare_caches(cfg, cfg.DATASETS.TEST, grabcut=False)
+        prepare_caches(cfg, cfg.DATASETS.TEST, grabcut=fuses_grabcut(cfg))
         model = Trainer.build_model(cfg)
         checkpointer = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
         weights = checkpointer.get_checkpoint_file() if args.resume and checkpointer.has_checkpoint() else cfg.MODEL.WEIGHTS
@@ -66,7 +67,7 @@ def main(args):
             verify_results(cfg, res)
         return res
     prepare_caches(cfg, cfg.DATASETS.TRAIN, grabcut=True)
-    prepare_caches(cfg, cfg.DATASETS.TEST, grabcut=False)
+    prepare_caches(cfg, cfg.DATASETS.TEST, grabcut=fuses_grabcut(cfg))
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()

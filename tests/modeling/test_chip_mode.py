@@ -13,10 +13,12 @@ from detectron2.utils.events import EventStorage
 
 from box2seg.data.chip_mapper import ChipDatasetMapper, chip_items, jitter_colours
 from box2seg.data.datasets.common import unregister
-from box2seg.data.grabcut import GrabCutSettings, attach_grabcut_files
+from box2seg.data.grabcut import (GrabCutSettings, attach_grabcut_files, load_instance_map, own_grabcut_masks,
+                                  read_png_stats)
+from box2seg.data.mapper import Box2SegDatasetMapper
 from box2seg.data.grabcut_job import prepare_dataset
 from box2seg.engine import setup_cfg
-from box2seg.modeling.box_conditioned import never_empty_masks
+from box2seg.modeling.box_conditioned import fuse_grabcut, never_empty_masks
 from box2seg.structures import PIXEL_CENTRES, box_pixel_masks
 
 TINY = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -237,3 +239,39 @@ def test_channels_last_on_cpu_gives_the_same_losses_and_probabilities(chip_cfg):
         pa = fast.chip_box_probs({"image": image, "instances": inst})[0]
         pb = plain.chip_box_probs({"image": image, "instances": inst})[0]
     assert (pa.float() - pb.float()).abs().max() <= 1  # uint8 x 255 rounding
+
+
+def test_grabcut_weight_averages_each_boxs_own_grabcut_mask_in(chip_cfg):
+    """Test mapper -> model with CHIPS.GRABCUT_WEIGHT: each box's own cached GrabCut mask reaches the model and
+    is averaged in before the threshold. At weight 0.6 and threshold 0.5 the GrabCut mask alone decides (0.6 >
+    0.5 where it is 1, at most 0.4 where it is 0), so the masks must be GrabCut's own inside each box."""
+    probs = torch.tensor([[[0.2, 0.9]]])
+    fused = fuse_grabcut(probs, torch.tensor([[[True, False]]]), 0.25)
+    assert torch.allclose(fused, torch.tensor([[[0.4, 0.675]]]))
+    records = _records(chip_cfg)
+    cfg = chip_cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.BOX2SEG.CHIPS.GRABCUT_WEIGHT = 0.6
+    cfg.MODEL.BOX2SEG.CHIPS.THRESHOLD = 0.5
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    record = max(records, key=lambda r: len(r["annotations"]))
+    x = Box2SegDatasetMapper(cfg, is_train=False)(record)
+    own = own_grabcut_masks(load_instance_map(record), read_png_stats(record["grabcut_file_name"]),
+                            len(record["annotations"]))
+    assert torch.equal(x["grabcut_own_masks"], torch.from_numpy(own))
+    with torch.no_grad():
+        (out,) = model([x])
+    inside = box_pixel_masks(x["instances"].gt_boxes.tensor, record["height"], record["width"], PIXEL_CENTRES)
+    checked = [k for k in range(len(own)) if (x["grabcut_own_masks"][k] & inside[k]).any()]  # else: fallback fill
+    assert checked
+    for k in checked:
+        assert torch.equal(out["box_masks"][k], x["grabcut_own_masks"][k] & inside[k])
+    plain = build_model(chip_cfg).eval()
+    plain.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        (alone,) = plain([x])  # weight 0: the model's own masks, not GrabCut's
+    assert not torch.equal(alone["box_masks"], out["box_masks"])
+    del x["grabcut_own_masks"]
+    with pytest.raises(ValueError, match="GRABCUT_WEIGHT"):
+        model([x])
