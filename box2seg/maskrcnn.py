@@ -24,6 +24,7 @@ the mask head learned from its training masks.
 """
 import json
 import logging
+import multiprocessing
 import os
 
 import numpy as np
@@ -42,6 +43,8 @@ from detectron2.engine import DefaultTrainer
 from detectron2.evaluation import COCOEvaluator
 from detectron2.structures import Boxes, Instances
 from detectron2.utils import comm
+from detectron2.utils.env import seed_all_rng
+from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
@@ -55,6 +58,7 @@ from .structures import decode_segmentation, encode_rle, record_boxes
 
 __all__ = ["TRAIN_NAME", "EVAL_NAME", "RESULTS_FILE", "GIVEN_BOXES", "INFORMATIVE_BOX_AP", "MaskRCNNTrainer",
            "check_pseudo_masks", "register_json", "setup_maskrcnn_cfg", "given_box_scores", "train_and_evaluate",
+           "run_maskrcnn", "run_maskrcnn_side_by_side",
            "write_results", "read_results", "box_ap_note", "write_filled_box_json",
            "write_baseline_mask_json"]
 
@@ -256,6 +260,55 @@ def train_and_evaluate(cfg, resume=False, eval_only=False):
     # DefaultTrainer's final EvalHook leaves its results here (train() returns them only with
     # TEST.EXPECTED_RESULTS set).
     return _with_given_boxes(cfg, trainer.model, getattr(trainer, "_last_eval_results", None) or {})
+
+
+def run_maskrcnn(config_file, opts=(), *, train_json, image_root, eval_json="", eval_image_root="", seed=None,
+                 threads=None):
+    """One run from start to end in this process: its config (:func:`setup_maskrcnn_cfg`, which registers its
+    datasets here, as a spawned process needs), RNGs seeded with ``seed``, ``threads`` torch threads, training,
+    evaluation and OUTPUT_DIR's results file (:func:`write_results`). Returns the results."""
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = setup_maskrcnn_cfg(config_file, opts, train_json=train_json, image_root=image_root, eval_json=eval_json,
+                             eval_image_root=eval_image_root)
+    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    if seed is not None:
+        seed_all_rng(seed)
+    results = train_and_evaluate(cfg)
+    write_results(cfg.OUTPUT_DIR, results, config_file, train_json, eval_json)
+    return results
+
+
+def _run_in_process(kwargs):
+    setup_logger(name="detectron2", abbrev_name="d2")
+    setup_logger(name="box2seg")
+    run_maskrcnn(**kwargs)
+
+
+def run_maskrcnn_side_by_side(runs, jobs=2):
+    """Each of ``runs`` (:func:`run_maskrcnn` keyword arguments, their own OUTPUT_DIRs) to the end, ``jobs``
+    spawned processes at a time with the torch threads split between them: two small CPU runs side by side, a
+    thread each, finish sooner than one after the other on two threads (bench/RESULTS.md, session 13).
+    ``jobs`` 1: one after the other in this process."""
+    if jobs <= 1 or len(runs) <= 1:
+        for kwargs in runs:
+            run_maskrcnn(**kwargs)
+        return
+    threads = max(1, torch.get_num_threads() // jobs)
+    # Not a Pool: pool workers are daemonic and could not start DataLoader workers of their own.
+    ctx = multiprocessing.get_context("spawn")
+    for i in range(0, len(runs), jobs):
+        batch = [dict(kwargs, threads=threads) for kwargs in runs[i:i + jobs]]
+        procs = [ctx.Process(target=_run_in_process, args=(kwargs,)) for kwargs in batch]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join()
+        failed = [kwargs for kwargs, proc in zip(batch, procs) if proc.exitcode != 0]
+        if failed:
+            raise RuntimeError("Mask R-CNN training failed for " + ", ".join(
+                f"{kwargs['train_json']} (exit code {proc.exitcode})" for kwargs, proc in zip(batch, procs)
+                if proc.exitcode != 0) + "; its log is above")
 
 
 def box_ap_note(results):

@@ -30,7 +30,6 @@ import matplotlib
 import numpy as np
 import torch
 from detectron2.data import MetadataCatalog
-from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import Visualizer
 
@@ -66,6 +65,8 @@ def argument_parser():
                         help="images of box2seg_scenes train (default: the generator's 160; smaller: a quick look)")
     parser.add_argument("--val-images", type=int, default=None, help="images of box2seg_scenes val (default 64)")
     parser.add_argument("--maskrcnn-iters", type=int, default=100, help="Mask R-CNN iterations, each run")
+    parser.add_argument("--maskrcnn-jobs", type=int, default=2,
+                        help="Mask R-CNN runs side by side, the threads split between them (1: one after the other)")
     parser.add_argument("--maskrcnn-config", default=MASKRCNN_CONFIG)
     parser.add_argument("--maskrcnn-opts", nargs="*", default=[], metavar="KEY VALUE",
                         help="Mask R-CNN config overrides for both runs")
@@ -108,23 +109,23 @@ def score_split(cfg, dataset_name, gt_json, pseudo_json):
     return out
 
 
-def train_maskrcnn(args, name, train_json, image_root, eval_json, eval_root):
-    """One Mask R-CNN run (reused when its results exist): {"segm", "bbox", "given_boxes"}."""
-    out_dir = os.path.join(args.output, f"maskrcnn_{name}")
-    results_file = os.path.join(out_dir, maskrcnn.RESULTS_FILE)
-    if os.path.exists(results_file):
-        return maskrcnn.read_results(out_dir)
+def train_maskrcnn(args, runs, image_root, eval_json, eval_root):
+    """The Mask R-CNN runs ``runs`` ([(folder key, name, training JSON)], each reused when its results exist),
+    ``--maskrcnn-jobs`` side by side: {name: {"segm", "bbox", "given_boxes"}}."""
     iters = args.maskrcnn_iters
-    opts = MASKRCNN_OPTS + ["SOLVER.MAX_ITER", str(iters), "SOLVER.WARMUP_ITERS", str(max(1, min(50, iters // 3))),
-                            "SOLVER.STEPS", f"({int(iters * 0.8)},)" if iters >= 5 else "()", "SOLVER.CHECKPOINT_PERIOD", "100000",
-                            "SEED", str(args.seed), "OUTPUT_DIR", out_dir] + list(args.maskrcnn_opts)
-    cfg = maskrcnn.setup_maskrcnn_cfg(args.maskrcnn_config, opts, train_json=train_json, image_root=image_root,
-                                      eval_json=eval_json, eval_image_root=eval_root)
-    os.makedirs(out_dir, exist_ok=True)
-    seed_all_rng(args.seed)
-    results = maskrcnn.train_and_evaluate(cfg)
-    maskrcnn.write_results(out_dir, results, args.maskrcnn_config, train_json, eval_json)
-    return maskrcnn.read_results(out_dir)
+    pending = []
+    for key, _, train_json in runs:
+        out_dir = os.path.join(args.output, f"maskrcnn_{key}")
+        if os.path.exists(os.path.join(out_dir, maskrcnn.RESULTS_FILE)):
+            continue
+        opts = MASKRCNN_OPTS + ["SOLVER.MAX_ITER", str(iters), "SOLVER.WARMUP_ITERS", str(max(1, min(50, iters // 3))),
+                                "SOLVER.STEPS", f"({int(iters * 0.8)},)" if iters >= 5 else "()",
+                                "SOLVER.CHECKPOINT_PERIOD", "100000", "SEED", str(args.seed), "OUTPUT_DIR", out_dir]
+        pending.append({"config_file": args.maskrcnn_config, "opts": opts + list(args.maskrcnn_opts),
+                        "train_json": train_json, "image_root": image_root, "eval_json": eval_json,
+                        "eval_image_root": eval_root, "seed": args.seed})
+    maskrcnn.run_maskrcnn_side_by_side(pending, jobs=args.maskrcnn_jobs)
+    return {name: maskrcnn.read_results(os.path.join(args.output, f"maskrcnn_{key}")) for key, name, _ in runs}
 
 
 def write_overlays(folder, dataset_name, image_root, pseudo_json, count):
@@ -259,9 +260,8 @@ def main(argv=None):
 
     (train_json, train_root), (val_json, val_root) = files["train"], files["val"]
     boxes_json = maskrcnn.write_filled_box_json(train_json, os.path.join(args.output, "filled_boxes_train.json"))
-    mrcnn = {}
-    for key, name, masks_json in (("pseudo", "pseudo-masks", pseudo["train"]), ("boxes", "filled boxes", boxes_json)):
-        mrcnn[name] = train_maskrcnn(args, key, masks_json, train_root, val_json, val_root)
+    mrcnn = train_maskrcnn(args, [("pseudo", "pseudo-masks", pseudo["train"]), ("boxes", "filled boxes", boxes_json)],
+                           train_root, val_json, val_root)
     t = stage("Mask R-CNN (two runs)", t)
 
     overlays = {s: write_overlays(os.path.join(args.output, f"overlays_{s}"), datasets[s], files[s][1], pseudo[s],
