@@ -22,11 +22,11 @@ from detectron2.utils.logger import setup_logger
 
 from box2seg import engine
 from box2seg.commands import overrides_after_separator
+from coco_tiny_chips import MODEL_ROW, summary as row  # the per-box / size / painted figures of one row
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPLITS = {"train": ("instances_train2017.json", "train2017"), "val": ("instances_val2017.json", "val2017")}
 ROWS = {"filled boxes": "filled boxes", "filled ellipses": "filled ellipses", "GrabCut": "GrabCut"}
-MODEL_ROW = "Box2Seg box-conditioned"
 
 
 def dataset_specs(root):
@@ -42,12 +42,6 @@ def run_cfg(args, seed, name, overrides=()):
     cfg.OUTPUT_DIR = os.path.join(args.output, name)
     cfg.freeze()
     return cfg
-
-
-def row(scores):
-    return {"per_box": scores["instance_mIoU"], "small": scores["instance_mIoU-small"],
-            "medium": scores["instance_mIoU-medium"], "large": scores["instance_mIoU-large"],
-            "painted": scores["painted_mIoU"]}
 
 
 def main():

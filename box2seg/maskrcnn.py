@@ -24,7 +24,6 @@ the mask head learned from its training masks.
 """
 import json
 import logging
-import multiprocessing
 import os
 
 import numpy as np
@@ -55,6 +54,7 @@ from .engine import setup_cfg
 from .evaluation.box_scorer import BoxScorer, baseline_masks
 from .export.shards import is_indexed, pseudo_mask_classes, pseudo_mask_dataset, register_pseudo_masks
 from .structures import decode_segmentation, encode_rle, record_boxes
+from .utils.processes import run_side_by_side
 
 __all__ = ["TRAIN_NAME", "EVAL_NAME", "RESULTS_FILE", "GIVEN_BOXES", "INFORMATIVE_BOX_AP", "MaskRCNNTrainer",
            "check_pseudo_masks", "register_json", "setup_maskrcnn_cfg", "given_box_scores", "train_and_evaluate",
@@ -287,28 +287,15 @@ def _run_in_process(kwargs):
 
 def run_maskrcnn_side_by_side(runs, jobs=2):
     """Each of ``runs`` (:func:`run_maskrcnn` keyword arguments, their own OUTPUT_DIRs) to the end, ``jobs``
-    spawned processes at a time with the torch threads split between them: two small CPU runs side by side, a
-    thread each, finish sooner than one after the other on two threads (bench/RESULTS.md, session 13).
-    ``jobs`` 1: one after the other in this process."""
+    spawned processes at a time with the torch threads split between them (``utils.processes``); ``jobs`` 1:
+    one after the other in this process."""
     if jobs <= 1 or len(runs) <= 1:
         for kwargs in runs:
             run_maskrcnn(**kwargs)
         return
     threads = max(1, torch.get_num_threads() // jobs)
-    # Not a Pool: pool workers are daemonic and could not start DataLoader workers of their own.
-    ctx = multiprocessing.get_context("spawn")
-    for i in range(0, len(runs), jobs):
-        batch = [dict(kwargs, threads=threads) for kwargs in runs[i:i + jobs]]
-        procs = [ctx.Process(target=_run_in_process, args=(kwargs,)) for kwargs in batch]
-        for proc in procs:
-            proc.start()
-        for proc in procs:
-            proc.join()
-        failed = [kwargs for kwargs, proc in zip(batch, procs) if proc.exitcode != 0]
-        if failed:
-            raise RuntimeError("Mask R-CNN training failed for " + ", ".join(
-                f"{kwargs['train_json']} (exit code {proc.exitcode})" for kwargs, proc in zip(batch, procs)
-                if proc.exitcode != 0) + "; its log is above")
+    run_side_by_side(_run_in_process, [(dict(kwargs, threads=threads),) for kwargs in runs], jobs,
+                     describe=lambda args: f"Mask R-CNN on {args[0]['train_json']} (its log is above)")
 
 
 def box_ap_note(results):

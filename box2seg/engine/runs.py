@@ -4,7 +4,6 @@
 A *run* is one config (its OUTPUT_DIR holds the run); ``train_and_score`` takes several, named, that share
 their data (DATASETS, GRABCUT) and differ in the model or solver (seeds, loss ablations)."""
 import logging
-import multiprocessing
 import os
 import time
 
@@ -15,6 +14,7 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
 from ..evaluation.compare import score_baselines, score_model
+from ..utils.processes import run_side_by_side
 from .data import build_test_loader, evaluation_records, prepare_caches
 from .defaults import register_datasets
 from .trainer import Trainer, TrainOnlyTrainer
@@ -72,21 +72,9 @@ def train_runs(cfgs, jobs=1):
             seconds[name] = time.time() - start
         return seconds
     threads = max(1, torch.get_num_threads() // jobs)
-    # Not a Pool: pool workers are daemonic and could not start DataLoader workers of their own.
-    ctx = multiprocessing.get_context("spawn")
-    for i in range(0, len(pending), jobs):
-        names = pending[i:i + jobs]
-        start = time.time()
-        procs = [ctx.Process(target=_train_process, args=(cfgs[name], threads)) for name in names]
-        for proc in procs:
-            proc.start()
-        for proc in procs:
-            proc.join()
-        failed = [name for name, proc in zip(names, procs) if proc.exitcode != 0]
-        if failed:
-            folders = ", ".join(os.path.join(cfgs[name].OUTPUT_DIR, "log.txt") for name in failed)
-            raise RuntimeError(f"training failed for {failed}; see {folders}")
-        seconds.update({name: time.time() - start for name in names})
+    spent = run_side_by_side(_train_process, [(cfgs[name], threads) for name in pending], jobs,
+                             describe=lambda args: f"training, see {os.path.join(args[0].OUTPUT_DIR, 'log.txt')}")
+    seconds.update(zip(pending, spent))
     return seconds
 
 

@@ -47,6 +47,14 @@ def _records(cfg):
     return records
 
 
+def _two_box_input():
+    """A 64 px random image and two overlapping boxes of classes 0 and 1, for inference."""
+    inst = Instances((64, 64))
+    inst.gt_boxes = Boxes(torch.tensor([[4.0, 6.0, 40.0, 50.0], [30.0, 10.0, 60.0, 30.0]]))
+    inst.gt_classes = torch.tensor([0, 1])
+    return inst, torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)
+
+
 def test_never_empty_fills_empty_boxes_with_their_most_probable_pixels():
     inside = box_pixel_masks(torch.tensor([[0.0, 0.0, 4.0, 4.0], [4.0, 0.0, 8.0, 4.0], [0.0, 0.0, 0.0, 0.0]]),
                              4, 8, PIXEL_CENTRES)
@@ -191,10 +199,7 @@ def test_coordinate_channels_and_pairwise_term_train_and_predict_with_flips(chip
     assert lateral.weight.grad[:, -2:].abs().sum() > 0  # the coordinates reach the decoder
 
     model.eval()
-    inst = Instances((64, 64))
-    inst.gt_boxes = Boxes(torch.tensor([[4.0, 6.0, 40.0, 50.0], [30.0, 10.0, 60.0, 30.0]]))
-    inst.gt_classes = torch.tensor([0, 1])
-    image = torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)
+    inst, image = _two_box_input()
     with torch.no_grad():
         probs = model.chip_box_probs({"image": image, "instances": inst})[0]
         mirrored = model.chip_box_probs({"image": image.flip(-1), "instances": _mirrored(inst, 64)})[0]
@@ -231,10 +236,7 @@ def test_channels_last_on_cpu_gives_the_same_losses_and_probabilities(chip_cfg):
     for k in a:
         assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5), k
     fast.eval(), plain.eval()
-    inst = Instances((64, 64))
-    inst.gt_boxes = Boxes(torch.tensor([[4.0, 6.0, 40.0, 50.0], [30.0, 10.0, 60.0, 30.0]]))
-    inst.gt_classes = torch.tensor([0, 1])
-    image = torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)
+    inst, image = _two_box_input()
     with torch.no_grad():
         pa = fast.chip_box_probs({"image": image, "instances": inst})[0]
         pb = plain.chip_box_probs({"image": image, "instances": inst})[0]
