@@ -19,10 +19,16 @@ def run_side_by_side(target, jobs_args, jobs, describe=repr):
         group = jobs_args[i:i + jobs]
         start = time.time()
         procs = [ctx.Process(target=target, args=tuple(args)) for args in group]
-        for proc in procs:
-            proc.start()
-        for proc in procs:
-            proc.join()
+        try:
+            for proc in procs:
+                proc.start()
+            for proc in procs:
+                proc.join()
+        finally:  # interrupted (Ctrl-C, an error): no run is left going on without its parent
+            for proc in procs:
+                if proc.is_alive():
+                    proc.terminate()
+                    proc.join()
         failed = [f"{describe(args)} (exit code {proc.exitcode})" for args, proc in zip(group, procs) if proc.exitcode != 0]
         if failed:
             raise RuntimeError("failed: " + "; ".join(failed))
