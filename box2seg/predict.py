@@ -25,7 +25,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import BoxMode, Boxes, Instances
 from tqdm import tqdm
 
-from .data.grabcut import GrabCutSettings, record_own_masks
+from .data.grabcut import GrabCutSettings, compute_own_masks
 from .engine import load_weights, setup_cfg
 from .modeling.box_conditioned import box_conditioned_masks
 from .utils.visualizer import overlay_labels, palette, write_label_png, write_png
@@ -169,7 +169,7 @@ class Box2SegPredictor:
             record = {"file_name": "", "image_id": 0, "annotations": [
                 {"bbox": box.tolist(), "bbox_mode": BoxMode.XYXY_ABS, "category_id": int(c)}
                 for box, c in zip(boxes, classes)]}
-            own = record_own_masks(record, GrabCutSettings.from_config(self.cfg), image_bgr)
+            own = compute_own_masks(image_bgr, record, GrabCutSettings.from_config(self.cfg))
             extra["grabcut_own_masks"] = torch.from_numpy(own)
         out = self.model([dict(inputs, instances=instances, **extra)])[0]
         sem_seg = out["sem_seg"].float().cpu()

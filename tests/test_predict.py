@@ -12,7 +12,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import BoxMode
 
 from box2seg import predict
-from box2seg.data.grabcut import GrabCutSettings, record_own_masks
+from box2seg.data.grabcut import GrabCutSettings, compute_own_masks
 from box2seg.engine import setup_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -124,7 +124,7 @@ def test_predictor_with_grabcut_weight_runs_grabcut_on_the_given_boxes(tmp_path)
     boxes, classes = [[5, 5, 31, 40], [30, 10, 69, 49]], [0, 2]
     record = {"file_name": "", "image_id": 0, "annotations": [
         {"bbox": b, "bbox_mode": BoxMode.XYXY_ABS, "category_id": c} for b, c in zip(boxes, classes)]}
-    own = record_own_masks(record, GrabCutSettings(), image)
+    own = compute_own_masks(image, record, GrabCutSettings())
     assert own.any(axis=(1, 2)).all()
     out = predict.Box2SegPredictor(predict.setup_predict_cfg(TINY_CFG, fused + ["MODEL.BOX2SEG.CHIPS.GRABCUT_WEIGHT",
                                                                                 "0.6"]))(image, boxes, classes)

@@ -78,7 +78,7 @@ __all__ = [
     "read_png_stats",
     "own_grabcut_mask",
     "own_grabcut_masks",
-    "record_own_masks",
+    "compute_own_masks",
     "grabcut_cache_dir",
     "grabcut_file_for",
     "prepare_command",
@@ -370,20 +370,12 @@ def own_grabcut_masks(instance_map, stats, count):
     return own
 
 
-def record_own_masks(record, settings, image_bgr=None):
-    """(N, H, W) bool: each of ``record``'s N annotations' own GrabCut mask (:func:`own_grabcut_masks`), from
-    its cache file when ``grabcut_file_name`` is attached, else computed on ``image_bgr`` with ``settings`` (the
-    masks ``prepare-grabcut`` would write: what inference averages in, CHIPS.GRABCUT_WEIGHT)."""
-    count = len(record.get("annotations", ()))
-    path = record.get("grabcut_file_name")
-    if path:
-        instance_map, stats = load_instance_map(path), read_png_stats(path)
-    elif image_bgr is not None:
-        instance_map, stats = compute_instance_map(image_bgr, record, settings)
-    else:
-        raise ValueError(f"image {record.get('file_name')!r} has no GrabCut labels attached and no image to compute "
-                         "them on")
-    return own_grabcut_masks(instance_map, stats, count)
+def compute_own_masks(image, record, settings):
+    """(N, H, W) bool: each of ``record``'s N annotations' own GrabCut mask (:func:`own_grabcut_masks`) computed
+    on ``image`` (BGR uint8) with ``settings``, the masks ``prepare-grabcut`` would cache: for an image predicted
+    without cached labels when inference averages GrabCut in (CHIPS.GRABCUT_WEIGHT)."""
+    instance_map, stats = compute_instance_map(image, record, settings)
+    return own_grabcut_masks(instance_map, stats, len(record.get("annotations", ())))
 
 
 def instance_map_to_labels(instance_map, classes, ignore_label):

@@ -30,7 +30,8 @@ from fvcore.transforms.transform import PadTransform
 
 from ..structures import PIXELS_TOUCHED, box_union_mask, record_boxes
 from .datasets.common import ignore_label_for
-from .grabcut import GrabCutSettings, instance_map_to_labels, load_instance_map, record_own_masks
+from .grabcut import (GrabCutSettings, compute_own_masks, instance_map_to_labels, load_instance_map, own_grabcut_masks,
+                      read_png_stats)
 from .images import read_image
 from .pixel_labels import true_class_map
 
@@ -172,7 +173,7 @@ class Box2SegDatasetMapper:
             )
         return instance_map
 
-    def _grabcut_class_map(self, record, classes, shape):
+    def _grabcut_class_map(self, record, classes, shape, instance_map=None):
         path = record.get("grabcut_file_name")
         if path is None:
             if self.is_train:
@@ -182,14 +183,17 @@ class Box2SegDatasetMapper:
                     "`box2seg prepare-grabcut --dataset NAME` for the training dataset, then train again."
                 )
             return None
-        labels = np.asarray(instance_map_to_labels(self._instance_map(record, shape), classes, self.ignore_label))
+        if instance_map is None:
+            instance_map = self._instance_map(record, shape)
+        labels = np.asarray(instance_map_to_labels(instance_map, classes, self.ignore_label))
         return labels.astype(_label_dtype(self.ignore_label), copy=False)
 
-    def _class_map(self, record, classes, shape):
+    def _class_map(self, record, classes, shape, instance_map=None):
         """M before augmentation: the true mask for a record that carries pixel labels (``supervision`` other
-        than "boxes", set by ``data.pixel_labels.mark_pixel_labels``), else GrabCut's map."""
+        than "boxes", set by ``data.pixel_labels.mark_pixel_labels``), else GrabCut's map (from ``instance_map``
+        when the caller has read it already)."""
         if not self.is_train or record.get("supervision", "boxes") == "boxes":
-            return self._grabcut_class_map(record, classes, shape)
+            return self._grabcut_class_map(record, classes, shape, instance_map)
         labels = true_class_map(record, classes, self.ignore_label)
         if labels.shape != tuple(shape):
             raise ValueError(f"the true mask of image {record['file_name']} is {labels.shape[1]}x{labels.shape[0]} "
@@ -201,7 +205,15 @@ class Box2SegDatasetMapper:
         image = read_image(record["file_name"], format=self.image_format)
         utils.check_image_size(record, image)
         boxes, classes, crowd = record_boxes(record)
-        grabcut_map = self._class_map(record, classes, image.shape[:2])
+        own = instance_map = None
+        if self.grabcut_settings is not None:  # inference averages each box's own GrabCut mask in
+            if record.get("grabcut_file_name"):  # the cached map, read once for M and the own masks
+                instance_map = self._instance_map(record, image.shape[:2])
+                own = own_grabcut_masks(instance_map, read_png_stats(record["grabcut_file_name"]), len(boxes))
+            else:
+                bgr = np.ascontiguousarray(utils.convert_image_to_rgb(image, self.image_format)[:, :, ::-1])
+                own = compute_own_masks(bgr, record, self.grabcut_settings)
+        grabcut_map = self._class_map(record, classes, image.shape[:2], instance_map)
 
         image_shape = image.shape[:2]
         aug_input = T.AugInput(image, boxes=boxes.copy())
@@ -247,11 +259,6 @@ class Box2SegDatasetMapper:
         instances.gt_classes = torch.as_tensor(classes[keep], dtype=torch.int64)
         instances.gt_is_crowd = torch.as_tensor(crowd[keep], dtype=torch.bool)
         out["instances"] = instances
-        if self.grabcut_settings is not None:
-            bgr = None if record.get("grabcut_file_name") else read_image(record["file_name"], format="BGR")
-            own = record_own_masks(record, self.grabcut_settings, bgr)
-            if own.shape[1:] != tuple(image_shape):
-                raise ValueError(f"GrabCut map of {record['file_name']} has size {own.shape[1:]} but the image "
-                                 f"has {tuple(image_shape)}; the cache entry is stale: rerun `box2seg prepare-grabcut`.")
+        if own is not None:
             out["grabcut_own_masks"] = torch.from_numpy(own[keep])
         return out

@@ -262,6 +262,8 @@ def test_grabcut_weight_averages_each_boxs_own_grabcut_mask_in(chip_cfg):
     own = own_grabcut_masks(load_instance_map(record), read_png_stats(record["grabcut_file_name"]),
                             len(record["annotations"]))
     assert torch.equal(x["grabcut_own_masks"], torch.from_numpy(own))
+    uncached = {k: v for k, v in record.items() if k != "grabcut_file_name"}  # computed as prepare-grabcut would
+    assert torch.equal(Box2SegDatasetMapper(cfg, is_train=False)(uncached)["grabcut_own_masks"], x["grabcut_own_masks"])
     with torch.no_grad():
         (out,) = model([x])
     inside = box_pixel_masks(x["instances"].gt_boxes.tensor, record["height"], record["width"], PIXEL_CENTRES)
