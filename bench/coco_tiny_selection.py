@@ -9,6 +9,10 @@ choose, as they chose the threshold and flips (bench/chip_thresholds.py).
     python bench/coco_tiny_selection.py --coco-root ../shared/data/coco_tiny --seeds 0 \
         --variant jitter03 MODEL.BOX2SEG.CHIPS.COLOR_JITTER 0.3
 
+``--adapt N ...`` then fine-tunes each seed's model on the boxes of the images it will label (train2017's boxes
+and GrabCut labels, never their masks) for N iterations, and scores that: test-time adaptation, the labelling use
+case's answer to "most of what the model adds over GrabCut is learnt from each image's own boxes".
+
 Prints a markdown table (per box, small / medium / large, painted) of the baselines on train2017, the config
 ("base", each seed) and each variant (first seed); ``--json-out`` writes it too. The folder is read in place.
 """
@@ -33,15 +37,31 @@ def dataset_specs(root):
     return [f"coco_tiny_{s}={os.path.join(root, 'annotations', j)}:{os.path.join(root, f)}" for s, (j, f) in SPLITS.items()]
 
 
-def run_cfg(args, seed, name, overrides=()):
+def run_cfg(args, seed, name, overrides=(), train="coco_tiny_val"):
     cfg = engine.setup_cfg(args.config_file, list(args.opts) + list(overrides), dataset_specs(args.coco_root),
                            freeze=False)
-    cfg.DATASETS.TRAIN = ("coco_tiny_val",)
+    cfg.DATASETS.TRAIN = (train,)
     cfg.DATASETS.TEST = ("coco_tiny_train",)
     cfg.SEED = seed
     cfg.OUTPUT_DIR = os.path.join(args.output, name)
     cfg.freeze()
     return cfg
+
+
+def adapt_overrides(args, seed, iters):
+    """Fine-tuning seed ``seed``'s model for ``iters`` iterations: the config's solver on a schedule that
+    long (warm-up an eighth of it), then ``--adapt-opts``."""
+    weights = engine.final_weights(os.path.join(args.output, f"base_seed{seed}"))
+    return ["MODEL.WEIGHTS", weights, "SOLVER.MAX_ITER", str(iters), "SOLVER.WARMUP_ITERS", str(max(1, iters // 8)),
+            *args.adapt_opts]
+
+
+def run_overrides(args, name):
+    if name.startswith("base_"):
+        return []
+    if name.startswith("adapt"):
+        return args.adapt_opts
+    return next(v[1:] for v in args.variant if v[0] == name)
 
 
 def main():
@@ -53,6 +73,10 @@ def main():
     parser.add_argument("--jobs", type=int, default=1, help="training processes side by side")
     parser.add_argument("--variant", nargs="+", action="append", default=[], metavar="NAME KEY VALUE",
                         help="a run with these config overrides: its name, then KEY VALUE ... (repeatable)")
+    parser.add_argument("--adapt", type=int, nargs="+", default=[], metavar="N",
+                        help="also fine-tune each seed's model on train2017's boxes for N iterations, then score it")
+    parser.add_argument("--adapt-opts", nargs="+", default=[], metavar="KEY VALUE",
+                        help="config overrides for the adaptation runs only (e.g. SOLVER.BASE_LR 0.001)")
     parser.add_argument("--json-out", default=None)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ... for every run")
     args = parser.parse_args()
@@ -64,10 +88,17 @@ def main():
     for v in args.variant:
         runs[v[0]] = run_cfg(args, args.seeds[0], f"variant_{v[0]}", v[1:])
     results, seconds = engine.train_and_score(runs, jobs=args.jobs)
+    adapted = {f"adapt{n}_seed{s}": run_cfg(args, s, f"adapt{n}_seed{s}", adapt_overrides(args, s, n), "coco_tiny_train")
+               for n in args.adapt for s in args.seeds}
+    if adapted:
+        more, more_seconds = engine.train_and_score(adapted, jobs=args.jobs, baselines=False)
+        results.update(more)
+        seconds.update(more_seconds)
+        runs.update(adapted)
     any_run = results[next(iter(runs))]
     table = {name: row(any_run[key]) for name, key in ROWS.items()}
     table.update({name: dict(row(results[name][MODEL_ROW]), minutes=seconds[name] / 60,
-                             overrides=[] if name.startswith("base_") else next(v[1:] for v in args.variant if v[0] == name))
+                             overrides=run_overrides(args, name))
                   for name in runs})
     if args.json_out:
         os.makedirs(os.path.dirname(os.path.abspath(args.json_out)), exist_ok=True)

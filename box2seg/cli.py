@@ -27,6 +27,8 @@ __all__ = ["COMMANDS", "USER_ERRORS", "build_parser", "parse_args", "main", "add
 COMMANDS = (
     ("prepare-grabcut", "box2seg.commands.prepare_grabcut",
      "precompute GrabCut pseudo-labels for a dataset (parallel, cached, resumable)"),
+    ("adapt", "box2seg.commands.adapt",
+     "fine-tune a trained model on the boxes of the images it will label (test-time adaptation)"),
     ("export", "box2seg.commands.export",
      "export one pseudo-mask per box (COCO JSON, RLE) and semantic label PNGs from a trained model "
      "(resumable, shardable)"),

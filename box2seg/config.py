@@ -2,11 +2,11 @@
 place, touching no global state, as detectron2's projects do (PointRend, Panoptic-DeepLab). Nothing here
 imports ``modeling/`` or ``data/``: the components read these keys, they do not define them.
 
-Roots: DATASETS.COCO_FORMAT and GRABCUT (the data side), INPUT (augmentation), SOLVER, and MODEL.BOX2SEG
-(the meta-architecture), MODEL.UPERNET (its decoders), MODEL.EFFICIENTNET (the CPU backbone). Keys renamed
-since 0e10efa (one ``BOX2SEG`` root for the data side beside ``MODEL.BOX2SEG``, a prefixed
-``INPUT.BOX2SEG_RESIZE``) fail naming their new key, in a config file and in command-line overrides alike;
-``MODEL.BOX2SEG`` keeps its name (the meta-architecture's node, like MODEL.PANOPTIC_DEEPLAB), so configs
+Roots: DATASETS.COCO_FORMAT and GRABCUT (the data side), INPUT (augmentation), SOLVER, ADAPT (test-time
+adaptation), and MODEL.BOX2SEG (the meta-architecture), MODEL.UPERNET (its decoders), MODEL.EFFICIENTNET (the
+CPU backbone). Keys renamed since 0e10efa (one ``BOX2SEG`` root for the data side beside ``MODEL.BOX2SEG``, a
+prefixed ``INPUT.BOX2SEG_RESIZE``) fail naming their new key, in a config file and in command-line overrides
+alike; ``MODEL.BOX2SEG`` keeps its name (the meta-architecture's node, like MODEL.PANOPTIC_DEEPLAB), so configs
 and checkpoints of the model are unaffected.
 """
 from detectron2.config import CfgNode as CN
@@ -101,6 +101,13 @@ def add_box2seg_config(cfg):
     _C.SOLVER.OPTIMIZER = "SGD"
     # Learning-rate factor of the backbone's parameters (the pretrained encoder) against BASE_LR.
     _C.SOLVER.BACKBONE_MULTIPLIER = 1.0
+
+    # Test-time adaptation (engine/adaptation.py, docs/adaptation.md): before labelling images, fine-tune the
+    # trained model on their boxes and GrabCut labels (never masks) for MAX_ITER iterations (0: off), with the
+    # training's losses and solver on a schedule that long, at BASE_LR (0: SOLVER.BASE_LR).
+    _C.ADAPT = CN()
+    _C.ADAPT.MAX_ITER = 0
+    _C.ADAPT.BASE_LR = 0.0
 
     # ---------------------------------------------------------------- model
     # The model (box2seg.modeling.meta_arch.Box2Seg). NUM_CLASSES and IGNORE_VALUE live in

@@ -139,3 +139,9 @@ def folder_bytes():
 @pytest.fixture
 def tiny_coco(tmp_path):
     return write_tiny_coco(str(tmp_path / "tiny_coco"))
+
+
+@pytest.fixture
+def make_tiny_coco():
+    """write_tiny_coco, for tests that need several tiny datasets (other seeds, other images)."""
+    return write_tiny_coco

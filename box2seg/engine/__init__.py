@@ -1,6 +1,8 @@
 """Box2Seg's engine: the one config set-up and dataset registration (``defaults``), data loaders that carry
 GrabCut labels and cache preparation (``data``), evaluators (``evaluators``), the solver (``solver``), the
-Trainer (``trainer``) and the train-and-score loop shared by the demo and the benchmarks (``runs``)."""
+Trainer (``trainer``), the train-and-score loop shared by the demo and the benchmarks (``runs``) and test-time
+adaptation (``adaptation``)."""
+from .adaptation import AdaptationError, adaptation_config, adaptation_dir, adapt_weights, adapts
 from .data import (GrabCutNotPreparedError, build_test_loader, build_train_loader, evaluation_records, prepare_caches,
                    train_dicts_with_grabcut)
 from .defaults import check_num_classes, default_setup, register_datasets, setup_cfg
@@ -12,12 +14,17 @@ from .weights import PartialWeightsError, load_weights
 
 
 __all__ = [
+    "AdaptationError",
     "ConfigPolyLR",
     "GrabCutNotPreparedError",
     "NothingToEvaluateError",
     "PartialWeightsError",
     "TrainOnlyTrainer",
     "Trainer",
+    "adapt_weights",
+    "adaptation_config",
+    "adaptation_dir",
+    "adapts",
     "build_evaluator",
     "build_lr_scheduler",
     "build_optimizer",
