@@ -50,7 +50,8 @@ def adaptation_config(cfg, dataset_names, weights, output_dir):
     ADAPT.MAX_ITER iterations into ``output_dir``: the config's losses and solver on a schedule that long
     (warm-up an eighth of it), at ADAPT.BASE_LR where set."""
     if not adapts(cfg):
-        raise AdaptationError(f"ADAPT.MAX_ITER is {cfg.ADAPT.MAX_ITER}: nothing to adapt (set it, e.g. ADAPT.MAX_ITER 100)")
+        raise AdaptationError(f"ADAPT.MAX_ITER is {cfg.ADAPT.MAX_ITER}: nothing to adapt "
+                              "(set it, e.g. ADAPT.MAX_ITER 100)")
     acfg = cfg.clone()
     acfg.defrost()
     acfg.DATASETS.TRAIN = tuple(dataset_names)
@@ -75,7 +76,8 @@ def adapt_weights(cfg, dataset_names, weights, root):
     if not adapts(cfg):
         return weights
     if not weights or not os.path.isfile(PathManager.get_local_path(weights)):
-        raise AdaptationError(f"MODEL.WEIGHTS {weights!r} is not a file: adaptation starts from a trained model_final.pth")
+        raise AdaptationError(f"MODEL.WEIGHTS {weights!r} is not a file: adaptation starts from a trained "
+                              "model_final.pth")
     try:
         check_num_classes(cfg, list(dataset_names))
     except (KeyError, ValueError) as e:
