@@ -1,6 +1,7 @@
-"""What the inference-side benches share (grabcut_fusion.py, guided_refinement.py): coco_tiny (one split folder)
-or a registered dataset, a chip model, and per image each box's foreground probability beside its own GrabCut
-mask, so that a rule applied to them is scored without rerunning the model per setting.
+"""What the inference-side benches share: coco_tiny (one split folder) or a registered dataset, a chip model,
+and per image each box's foreground probability beside its own GrabCut mask, so that a rule applied to them is
+scored without rerunning the model per setting (grabcut_fusion.py, guided_refinement.py); and one coco_tiny
+split registered on its own with the model (chip_thresholds.py, chip_test_scales.py).
 
 coco_tiny reads the GrabCut labels of ``coco_tiny_all`` (what bench/coco_tiny_chips.py's transductive run
 computes) and scores the images of one split folder; labels missing from the cache are computed first.
@@ -9,7 +10,7 @@ import argparse
 import os
 
 import torch
-from detectron2.data import build_detection_test_loader
+from detectron2.data import DatasetCatalog, build_detection_test_loader
 
 from box2seg import engine
 from box2seg.commands import overrides_after_separator
@@ -19,7 +20,32 @@ from box2seg.engine.data import evaluation_records, prepare_caches
 from box2seg.engine.runs import load_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHIP_CONFIG = os.path.join(REPO, "configs", "cpu", "box2seg_lite0_coco_chips.yaml")
 COCO_SPLITS = {"train": "train2017", "val": "val2017"}
+# coco_tiny's annotation file and image folder per split
+COCO_SPLIT_FILES = {"all": ("instances_all.json", ""), "train": ("instances_train2017.json", "train2017"),
+                    "val": ("instances_val2017.json", "val2017")}
+
+
+def add_coco_split_arguments(parser, splits=("train", "val")):
+    """--coco-root, --split, --weights and --config-file of a bench that scores one coco_tiny split."""
+    parser.add_argument("--coco-root", required=True)
+    parser.add_argument("--split", default="train", choices=list(splits))
+    parser.add_argument("--weights", required=True)
+    parser.add_argument("--config-file", default=CHIP_CONFIG)
+
+
+def coco_split_setup(args, opts=()):
+    """``(cfg, name, records, model)``: coco_tiny's ``args.split`` registered as ``coco_tiny_<split>`` and set
+    as DATASETS.TEST, its records by file name, and the model with ``args.weights``."""
+    json_file, folder = COCO_SPLIT_FILES[args.split]
+    name = f"coco_tiny_{args.split}"
+    spec = f"{name}={os.path.join(args.coco_root, 'annotations', json_file)}:{os.path.join(args.coco_root, folder)}"
+    cfg = engine.setup_cfg(args.config_file, list(opts), [spec.rstrip("/")], freeze=False)
+    cfg.DATASETS.TEST = (name,)
+    cfg.freeze()
+    records = {r["file_name"]: r for r in DatasetCatalog.get(name)}
+    return cfg, name, records, load_model(cfg, args.weights)
 
 
 def add_arguments(parser):
@@ -27,7 +53,7 @@ def add_arguments(parser):
     parser.add_argument("--split", default="train", choices=list(COCO_SPLITS))
     parser.add_argument("--dataset", help="a registered dataset instead of coco_tiny (e.g. box2seg_scenes_val)")
     parser.add_argument("--weights", required=True)
-    parser.add_argument("--config-file", default=os.path.join(REPO, "configs", "cpu", "box2seg_lite0_coco_chips.yaml"))
+    parser.add_argument("--config-file", default=CHIP_CONFIG)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
 
 

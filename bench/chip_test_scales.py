@@ -12,39 +12,24 @@ says). Prints per box and painted for each scale set.
 import box2seg  # noqa: F401  (first: detectron2 v0.6 fixes)
 
 import argparse
-import os
 
 import torch
-from detectron2.data import DatasetCatalog
 
-from box2seg import engine
+import box_probs
 from box2seg.engine.data import build_test_loader
-from box2seg.engine.runs import load_model
 from box2seg.evaluation.mask_scoring import MaskScorer
 from box2seg.modeling.box_conditioned import never_empty_masks
 from box2seg.structures import PIXEL_CENTRES, box_pixel_masks, chip_regions
 from box2seg.structures.chips import paste_chip_probs
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SPLITS = {"train": ("instances_train2017.json", "train2017"), "val": ("instances_val2017.json", "val2017")}
 SCALE_SETS = {"1": (1.0,), "0.87, 1, 1.15": (0.87, 1.0, 1.15), "1, 1.15": (1.0, 1.15), "0.87, 1": (0.87, 1.0)}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--coco-root", required=True)
-    parser.add_argument("--split", default="train", choices=list(SPLITS))
-    parser.add_argument("--weights", required=True)
-    parser.add_argument("--config-file", default=os.path.join(REPO, "configs", "cpu", "box2seg_lite0_coco_chips.yaml"))
+    box_probs.add_coco_split_arguments(parser)
     args = parser.parse_args()
-    json_file, folder = SPLITS[args.split]
-    name = f"coco_tiny_{args.split}"
-    spec = f"{name}={os.path.join(args.coco_root, 'annotations', json_file)}:{os.path.join(args.coco_root, folder)}"
-    cfg = engine.setup_cfg(args.config_file, [], [spec], freeze=False)
-    cfg.DATASETS.TEST = (name,)
-    cfg.freeze()
-    model = load_model(cfg, args.weights)
-    records = {r["file_name"]: r for r in DatasetCatalog.get(name)}
+    cfg, name, records, model = box_probs.coco_split_setup(args)
     num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES - 1
     scorers = {k: MaskScorer(num_classes, 255) for k in SCALE_SETS}
     context, threshold, fill = model.chips["context"], model.chips["threshold"], model.chips["fallback_fill"]

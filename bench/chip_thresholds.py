@@ -11,44 +11,28 @@ One forward pass per image; the thresholds are applied to the same pasted probab
 import box2seg  # noqa: F401  (first: detectron2 v0.6 fixes)
 
 import argparse
-import os
 
 import torch
-from detectron2.data import DatasetCatalog
 from detectron2.utils.logger import setup_logger
 
-from box2seg import engine
+import box_probs
 from box2seg.commands import overrides_after_separator
 from box2seg.engine.data import build_test_loader
-from box2seg.engine.runs import load_model
 from box2seg.evaluation.mask_scoring import MaskScorer
 from box2seg.modeling.box_conditioned import never_empty_masks
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SPLITS = {"all": ("instances_all.json", ""), "train": ("instances_train2017.json", "train2017"),
-          "val": ("instances_val2017.json", "val2017")}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--coco-root", required=True)
-    parser.add_argument("--split", default="train", choices=list(SPLITS))
-    parser.add_argument("--weights", required=True)
-    parser.add_argument("--config-file", default=os.path.join(REPO, "configs", "cpu", "box2seg_lite0_coco_chips.yaml"))
+    box_probs.add_coco_split_arguments(parser, splits=("all", "train", "val"))
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.4, 0.5, 0.6])
     parser.add_argument("--fills", type=float, nargs="+", default=[0.3, 0.5, 0.7])
     parser.add_argument("opts", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     setup_logger(name="box2seg")
-    json_file, folder = SPLITS[args.split]
-    name = f"coco_tiny_{args.split}"
-    spec = f"{name}={os.path.join(args.coco_root, 'annotations', json_file)}:{os.path.join(args.coco_root, folder)}"
     opts = overrides_after_separator(args.opts)  # "--fills 0.5 -- K V"
-    cfg = engine.setup_cfg(args.config_file, opts, [spec.rstrip("/")], freeze=False)
-    cfg.DATASETS.TEST = (name,)
-    cfg.freeze()
-    model = load_model(cfg, args.weights)
-    records = {r["file_name"]: r for r in DatasetCatalog.get(name)}
+    cfg, name, records, model = box_probs.coco_split_setup(args, opts)
     num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES - 1
     grid = [(t, f) for t in args.thresholds for f in args.fills]
     scorers = {key: MaskScorer(num_classes, 255) for key in grid}
