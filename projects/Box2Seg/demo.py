@@ -64,7 +64,8 @@ def argument_parser():
     parser.add_argument("--train-images", type=int, default=None,
                         help="images of box2seg_scenes train (default: the generator's 160; smaller: a quick look)")
     parser.add_argument("--val-images", type=int, default=None, help="images of box2seg_scenes val (default 64)")
-    parser.add_argument("--maskrcnn-iters", type=int, default=100, help="Mask R-CNN iterations, each run")
+    # 75 rather than 100: the demo inside 15 minutes on a slower day's 2 cores (bench/RESULTS.md, session 14)
+    parser.add_argument("--maskrcnn-iters", type=int, default=75, help="Mask R-CNN iterations, each run")
     parser.add_argument("--maskrcnn-jobs", type=int, default=2,
                         help="Mask R-CNN runs side by side, the threads split between them (1: one after the other)")
     parser.add_argument("--maskrcnn-config", default=MASKRCNN_CONFIG)
