@@ -18,10 +18,16 @@ def test_each_item_runs_and_the_failed_ones_are_named():
 
 
 def test_an_interrupted_parent_ends_its_runs():
+    # Python's own Ctrl-C handler, whatever this process inherited: a shell starts background jobs (`make test &`)
+    # with SIGINT ignored, and Python then leaves it ignored.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGINT))  # Ctrl-C while the runs go on
     timer.start()
     start = time.time()
-    with pytest.raises(KeyboardInterrupt):
-        run_side_by_side(time.sleep, [(60,), (60,)], jobs=2)
-    timer.cancel()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_side_by_side(time.sleep, [(60,), (60,)], jobs=2)
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert time.time() - start < 30 and not multiprocessing.active_children()
