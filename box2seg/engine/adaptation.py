@@ -40,9 +40,13 @@ def _source(cfg, dataset_names, weights):
             "datasets": list(dataset_names), "adapt": json.loads(json.dumps(cfg.ADAPT)), "seed": cfg.SEED}
 
 
+def _dir(root, source):
+    return os.path.join(root, "adapt-" + stable_hash(source)[:12])
+
+
 def adaptation_dir(root, cfg, dataset_names, weights):
     """``root/adapt-<hash>``: the folder of ``weights`` adapted to ``dataset_names`` under ``cfg.ADAPT``."""
-    return os.path.join(root, "adapt-" + stable_hash(_source(cfg, dataset_names, weights))[:12])
+    return _dir(root, _source(cfg, dataset_names, weights))
 
 
 def adaptation_config(cfg, dataset_names, weights, output_dir):
@@ -82,11 +86,12 @@ def adapt_weights(cfg, dataset_names, weights, root):
         check_num_classes(cfg, list(dataset_names))
     except (KeyError, ValueError) as e:
         raise AdaptationError(str(e).strip('"')) from None
-    output_dir = adaptation_dir(root, cfg, dataset_names, weights)
+    source = _source(cfg, dataset_names, weights)  # the folder's name and its record, from one stat
+    output_dir = _dir(root, source)
     acfg = adaptation_config(cfg, dataset_names, weights, output_dir)
     if not os.path.exists(final_weights(output_dir)):
         prepare_caches(acfg, list(dataset_names), grabcut=True)
         os.makedirs(output_dir, exist_ok=True)
         with open(os.path.join(output_dir, _RECORD), "w") as f:
-            json.dump(_source(cfg, dataset_names, weights), f, indent=1)
+            json.dump(source, f, indent=1)
     return train_unless_finished(acfg)
