@@ -21,7 +21,6 @@ from box2seg.engine.runs import load_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHIP_CONFIG = os.path.join(REPO, "configs", "cpu", "box2seg_lite0_coco_chips.yaml")
-COCO_SPLITS = {"train": "train2017", "val": "val2017"}
 # coco_tiny's annotation file and image folder per split
 COCO_SPLIT_FILES = {"all": ("instances_all.json", ""), "train": ("instances_train2017.json", "train2017"),
                     "val": ("instances_val2017.json", "val2017")}
@@ -50,7 +49,7 @@ def coco_split_setup(args, opts=()):
 
 def add_arguments(parser):
     parser.add_argument("--coco-root", help="coco_tiny's folder (with --split)")
-    parser.add_argument("--split", default="train", choices=list(COCO_SPLITS))
+    parser.add_argument("--split", default="train", choices=["train", "val"])
     parser.add_argument("--dataset", help="a registered dataset instead of coco_tiny (e.g. box2seg_scenes_val)")
     parser.add_argument("--weights", required=True)
     parser.add_argument("--config-file", default=CHIP_CONFIG)
@@ -75,7 +74,7 @@ def setup(parser, args):
     prepare_caches(cfg, [name])  # GrabCut labels computed where missing
     records = evaluation_records(cfg, name)
     if args.coco_root:
-        folder = os.sep + COCO_SPLITS[args.split] + os.sep
+        folder = os.sep + COCO_SPLIT_FILES[args.split][1] + os.sep
         records = [r for r in records if folder in r["file_name"]]
     if not records:
         raise SystemExit(f"no images of {name} to score")

@@ -48,12 +48,13 @@ def run_cfg(args, seed, name, overrides=(), train="coco_tiny_val"):
     return cfg
 
 
-def adapt_overrides(args, seed, iters):
-    """Fine-tuning seed ``seed``'s model for ``iters`` iterations: the config's solver on a schedule that
-    long (warm-up an eighth of it), then ``--adapt-opts``."""
+def adapt_cfg(args, seed, iters):
+    """Seed ``seed``'s base model fine-tuned on train2017's boxes for ``iters`` iterations, as ``box2seg adapt``
+    does it (engine.adaptation_config), with ``--adapt-opts``."""
+    name = f"adapt{iters}_seed{seed}"
+    cfg = run_cfg(args, seed, name, ["ADAPT.MAX_ITER", str(iters), *args.adapt_opts], "coco_tiny_train")
     weights = engine.final_weights(os.path.join(args.output, f"base_seed{seed}"))
-    return ["MODEL.WEIGHTS", weights, "SOLVER.MAX_ITER", str(iters), "SOLVER.WARMUP_ITERS", str(max(1, iters // 8)),
-            *args.adapt_opts]
+    return name, engine.adaptation_config(cfg, ["coco_tiny_train"], weights, cfg.OUTPUT_DIR)
 
 
 def run_overrides(args, name):
@@ -76,7 +77,7 @@ def main():
     parser.add_argument("--adapt", type=int, nargs="+", default=[], metavar="N",
                         help="also fine-tune each seed's model on train2017's boxes for N iterations, then score it")
     parser.add_argument("--adapt-opts", nargs="+", default=[], metavar="KEY VALUE",
-                        help="config overrides for the adaptation runs only (e.g. SOLVER.BASE_LR 0.001)")
+                        help="config overrides for the adaptation runs only (e.g. ADAPT.BASE_LR 0.001)")
     parser.add_argument("--json-out", default=None)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ... for every run")
     args = parser.parse_args()
@@ -88,8 +89,7 @@ def main():
     for v in args.variant:
         runs[v[0]] = run_cfg(args, args.seeds[0], f"variant_{v[0]}", v[1:])
     results, seconds = engine.train_and_score(runs, jobs=args.jobs)
-    adapted = {f"adapt{n}_seed{s}": run_cfg(args, s, f"adapt{n}_seed{s}", adapt_overrides(args, s, n), "coco_tiny_train")
-               for n in args.adapt for s in args.seeds}
+    adapted = dict(adapt_cfg(args, s, n) for n in args.adapt for s in args.seeds)
     if adapted:
         more, more_seconds = engine.train_and_score(adapted, jobs=args.jobs, baselines=False)
         results.update(more)
