@@ -12,6 +12,7 @@ import os
 import torch
 from detectron2.data import DatasetCatalog, build_detection_test_loader
 
+import scenes_selection
 from box2seg import engine
 from box2seg.commands import overrides_after_separator
 from box2seg.data.grabcut import load_instance_map, own_grabcut_masks, read_png_stats
@@ -50,7 +51,8 @@ def coco_split_setup(args, opts=()):
 def add_arguments(parser):
     parser.add_argument("--coco-root", help="coco_tiny's folder (with --split)")
     parser.add_argument("--split", default="train", choices=["train", "val"])
-    parser.add_argument("--dataset", help="a registered dataset instead of coco_tiny (e.g. box2seg_scenes_val)")
+    parser.add_argument("--dataset", help="a registered dataset instead of coco_tiny (e.g. box2seg_scenes_val, or "
+                        "box2seg_scenes_dev: bench/scenes_selection.py's split)")
     parser.add_argument("--weights", required=True)
     parser.add_argument("--config-file", default=CHIP_CONFIG)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
@@ -67,6 +69,8 @@ def setup(parser, args):
         specs = [f"{name}={os.path.join(args.coco_root, 'annotations', 'instances_all.json')}:{args.coco_root}"]
     else:
         name = args.dataset
+        if name == scenes_selection.DEV_DATASET:  # the scenes' selection split (bench/scenes_selection.py)
+            scenes_selection.register_dev()
     cfg = engine.setup_cfg(args.config_file, overrides_after_separator(args.opts), specs, freeze=False)
     cfg.DATASETS.TRAIN = (name,)
     cfg.DATASETS.TEST = (name,)

@@ -1,0 +1,97 @@
+#!/usr/bin/env python
+"""Choosing settings for the demo's scenes without the demo's val masks: train chip mode on box2seg_scenes
+train's boxes (the demo's training set) and score a third split of scenes, ``dev``, drawn by the same generator
+with its own seed (64 images by default), one row per variant.
+
+The demo's val split is what its target is judged on, and coco_tiny (bench/coco_tiny_selection.py) is real
+photos, where a setting can help and not here or the other way round (FREEZE_AT 4, session 14). Here the dev
+split's masks choose, so the demo's val column stays an unseen test.
+
+    python bench/scenes_selection.py --seeds 0 --jobs 2 --variant cprior16 MODEL.BOX2SEG.CHIPS.CLASS_PRIOR_SIZE 16
+
+Prints a markdown table (per box, small / medium / large, painted) of the baselines on dev, the config ("base",
+each seed) and each variant (first seed); ``--json-out`` writes it too.
+"""
+import box2seg  # noqa: F401  (first: detectron2 v0.6 fixes)
+
+import argparse
+import copy
+import json
+import os
+
+from detectron2.utils.logger import setup_logger
+
+from box2seg import engine
+from box2seg.commands import overrides_after_separator
+from box2seg.data.datasets import scenes
+from coco_tiny_chips import MODEL_ROW, summary as row  # the per-box / size / painted figures of one row
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEV_SEED = 15150003  # train 15150001, val 15150002 (scenes.PARAMS)
+DEV_DATASET = "box2seg_scenes_dev"
+ROWS = ("filled boxes", "filled ellipses", "GrabCut")
+
+
+def register_dev(num_images=64):
+    """``box2seg_scenes_dev`` (DEV_DATASET): the shipped generator's parameters with one split, dev, of its own
+    seed; returns its name and parameter hash."""
+    params = copy.deepcopy(scenes.PARAMS)
+    params["splits"] = {"dev": {"num_images": int(num_images), "seed": DEV_SEED}}
+    (name,) = scenes.register_scenes(prefix="box2seg_scenes", params=params)
+    return name, scenes.params_hash(params)
+
+
+def run_cfg(args, dev, seed, name, overrides=()):
+    cfg = engine.setup_cfg(args.config_file, list(args.opts) + list(overrides), freeze=False)
+    cfg.DATASETS.TRAIN = ("box2seg_scenes_train",)
+    cfg.DATASETS.TEST = (dev,)
+    cfg.SEED = seed
+    cfg.OUTPUT_DIR = os.path.join(args.output, name)
+    cfg.freeze()
+    return cfg
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", default="output/scenes_selection")
+    parser.add_argument("--config-file", default=os.path.join(REPO, "configs", "cpu", "box2seg_lite0_scenes_chips.yaml"))
+    parser.add_argument("--dev-images", type=int, default=64)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--jobs", type=int, default=1, help="training processes side by side")
+    parser.add_argument("--variant", nargs="+", action="append", default=[], metavar="NAME KEY VALUE",
+                        help="a run with these config overrides: its name, then KEY VALUE ... (repeatable)")
+    parser.add_argument("--json-out", default=None)
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ... for every run")
+    args = parser.parse_args()
+    args.opts = overrides_after_separator(args.opts)
+    setup_logger(name="box2seg")
+    setup_logger(name="detectron2", abbrev_name="d2")
+
+    dev, dev_hash = register_dev(args.dev_images)
+    runs = {f"base_seed{s}": run_cfg(args, dev, s, f"base_seed{s}") for s in args.seeds}
+    overrides = {name: [] for name in runs}
+    for v in args.variant:
+        runs[v[0]] = run_cfg(args, dev, args.seeds[0], f"variant_{v[0]}", v[1:])
+        overrides[v[0]] = v[1:]
+    results, seconds = engine.train_and_score(runs, jobs=args.jobs)
+    any_run = results[next(iter(runs))]
+    table = {name: row(any_run[name]) for name in ROWS}
+    table.update({name: dict(row(results[name][MODEL_ROW]), minutes=seconds[name] / 60, overrides=overrides[name])
+                  for name in runs})
+    if args.json_out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json_out)), exist_ok=True)
+        with open(args.json_out + ".tmp", "w") as f:
+            json.dump({"trained_on": "box2seg_scenes_train boxes", "scored_on": f"{dev} (params {dev_hash})",
+                       "config": args.config_file, "overrides": list(args.opts), "rows": table}, f, indent=1)
+        os.replace(args.json_out + ".tmp", args.json_out)
+    print(f"\ntrained on box2seg_scenes train's boxes, scored on {dev} ({args.dev_images} images, seed {DEV_SEED}, "
+          f"params {dev_hash})\n")
+    print("| row | per box | small | medium | large | painted | training min |\n|---|---|---|---|---|---|---|")
+    for name, s in table.items():
+        minutes = f"{s['minutes']:.1f}" if "minutes" in s else ""
+        print(f"| {name} | {s['per_box']:.4f} | {s['small']:.4f} | {s['medium']:.4f} | {s['large']:.4f} | "
+              f"{s['painted']:.4f} | {minutes} |")
+
+
+if __name__ == "__main__":
+    main()
