@@ -38,7 +38,7 @@ def main():
             image = x["image"].float()
             h, w = image.shape[-2:]
             inst = x["instances"]
-            boxes, classes = inst.gt_boxes.tensor.float(), inst.gt_classes
+            boxes = inst.gt_boxes.tensor.float()
             keep = ~inst.gt_is_crowd if inst.has("gt_is_crowd") else torch.ones(len(boxes), dtype=torch.bool)
             height, width = x.get("height", h), x.get("width", w)
             scale = boxes.new_tensor([width / w, height / h]).repeat(2)
@@ -46,7 +46,7 @@ def main():
             pasted = {}
             for s in (0.87, 1.0, 1.15):
                 regions = chip_regions(boxes[keep], ((1 + 2 * context) * s - 1) / 2)
-                fg = model._forward_chips(image, regions, boxes[keep], classes[keep])
+                fg = model._forward_chips(image, regions, boxes[keep])
                 pasted[s] = paste_chip_probs(fg, regions * scale, height, width).float()
             for key, scales in SCALE_SETS.items():
                 probs = (sum(pasted[s] for s in scales) / len(scales)).round().to(torch.uint8)

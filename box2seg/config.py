@@ -158,10 +158,6 @@ def add_box2seg_config(cfg):
     # ... and/or two box-normalised coordinate channels (u, v; -1 and 1 on the box's sides) appended to every
     # backbone feature the decoders read, so the decoder can tell the own box's object from its neighbours.
     _C.MODEL.BOX2SEG.CHIPS.COORD_CHANNELS = False
-    # ... and/or a learnt shape prior per class: a CLASS_PRIOR_SIZE x CLASS_PRIOR_SIZE logit map over the own
-    # box's normalised coordinates added to the foreground logit (0: off; modeling/shape_prior.py). The box
-    # gives the class, so a class-agnostic head can still fall back on its class's layout.
-    _C.MODEL.BOX2SEG.CHIPS.CLASS_PRIOR_SIZE = 0
     # Training target of a chip: "all" (every box the chip overlaps, M as painted) or "own" (the chip's own
     # box only; M its own GrabCut mask, every other object background), docs/chips.md.
     _C.MODEL.BOX2SEG.CHIPS.TARGET = "all"

@@ -59,7 +59,7 @@ class ChipDatasetMapper(Box2SegDatasetMapper):
     Output keys: ``image`` (uint8 3 x size x size), ``grabcut_labels`` (int64, ignore outside the image),
     ``instances`` (gt_boxes in chip pixels, gt_classes, gt_is_crowd, gt_cut), ``height`` = ``width`` = size,
     ``file_name``, ``image_id``, ``chip_region`` (the region in image pixels, XYXY), ``chip_box`` (the chip's own
-    box in chip pixels, after the flip), ``chip_class`` (its contiguous class id), ``supervision`` (as the whole-image mapper's: a chip of an image with
+    box in chip pixels, after the flip), ``supervision`` (as the whole-image mapper's: a chip of an image with
     pixel labels is cut from its true mask).
     """
 
@@ -152,7 +152,6 @@ class ChipDatasetMapper(Box2SegDatasetMapper):
             "instances": instances,
             "chip_region": torch.as_tensor(region, dtype=torch.float32),
             "chip_box": torch.as_tensor(chip_boxes[own], dtype=torch.float32),
-            "chip_class": torch.as_tensor(int(classes[annotation_index]), dtype=torch.int64),
             "supervision": supervision,
         }
         if "verified_classes" in record:

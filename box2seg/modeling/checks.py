@@ -51,9 +51,6 @@ def check_box2seg_config(cfg):
     for key, value in (("GRABCUT_WEIGHT", b.CHIPS.GRABCUT_WEIGHT), ("COLOR_JITTER", b.CHIPS.COLOR_JITTER)):
         if not 0.0 <= value < 1.0:
             raise ConfigValueError(f"MODEL.BOX2SEG.CHIPS.{key}={value}: between 0 (off) and 1 (1 excluded)")
-    if b.CHIPS.CLASS_PRIOR_SIZE < 0:
-        raise ConfigValueError(f"MODEL.BOX2SEG.CHIPS.CLASS_PRIOR_SIZE={b.CHIPS.CLASS_PRIOR_SIZE}: the side of each "
-                               "class's prior map, e.g. 16 (0: off)")
     if not 0.0 <= b.AFFINITY.BOUNDARY_FRACTION <= 1.0:
         raise ConfigValueError(f"MODEL.BOX2SEG.AFFINITY.BOUNDARY_FRACTION={b.AFFINITY.BOUNDARY_FRACTION}: a share "
                                "of the samples, between 0 and 1")

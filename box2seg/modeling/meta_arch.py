@@ -30,7 +30,6 @@ from .box_conditioned import box_conditioned_masks, fuse_grabcut, never_empty_ma
 from .checks import check_box2seg_config
 from .decoders import build_box2seg_decoders
 from .losses import ATTENTION_TERMS, Box2SegLoss
-from .shape_prior import ClassShapePrior
 from .targets import build_targets, unlabelled_classes
 
 __all__ = ["Box2Seg"]
@@ -68,9 +67,8 @@ class Box2Seg(nn.Module):
         channels_last=False,
     ):
         """``chips``: None (whole-image mode) or a dict with size, context, class_agnostic, test_batch,
-        threshold, fallback_fill, ellipse_prior, prior_scale, coord_channels, class_prior_size, grabcut_weight
-        (MODEL.BOX2SEG.CHIPS; with grabcut_weight > 0 each input carries ``grabcut_own_masks``, its boxes' own
-        GrabCut masks; with class_prior_size > 0 a training chip carries ``chip_class``, its own box's class).
+        threshold, fallback_fill, ellipse_prior, prior_scale, coord_channels, grabcut_weight (MODEL.BOX2SEG.CHIPS;
+        with grabcut_weight > 0 each input carries ``grabcut_own_masks``, its boxes' own GrabCut masks).
         ``input_format``: the images' channel order (INPUT.FORMAT), for the pairwise term's colours.
         ``channels_last``: convolutions in NHWC memory layout (the default on CPU: oneDNN's convolutions are
         about 20% faster per chip-mode step in it; the same numbers up to float rounding)."""
@@ -92,9 +90,6 @@ class Box2Seg(nn.Module):
         self.box_masks_at_test = box_masks_at_test
         self.box_rule = box_rule
         self.coord_channels = bool(chips and chips.get("coord_channels"))
-        # Chip mode's class shape prior (modeling/shape_prior.py): a learnt logit map per class in the box's frame.
-        prior_size = int(chips.get("class_prior_size", 0)) if chips else 0
-        self.class_prior = ClassShapePrior(num_classes, prior_size) if prior_size > 0 else None
         self.input_format = input_format
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
@@ -114,7 +109,6 @@ class Box2Seg(nn.Module):
                      "test_batch": b.CHIPS.TEST_BATCH, "threshold": b.CHIPS.THRESHOLD,
                      "fallback_fill": b.CHIPS.FALLBACK_FILL, "ellipse_prior": b.CHIPS.ELLIPSE_PRIOR,
                      "prior_scale": b.CHIPS.PRIOR_SCALE, "coord_channels": b.CHIPS.COORD_CHANNELS,
-                     "class_prior_size": b.CHIPS.CLASS_PRIOR_SIZE,
                      "grabcut_weight": b.CHIPS.GRABCUT_WEIGHT}
             if b.CHIPS.CLASS_AGNOSTIC:  # the heads see one foreground class; the outputs keep the dataset's
                 head_cfg = cfg.clone()
@@ -224,12 +218,9 @@ class Box2Seg(nn.Module):
             [x.get("supervision", "boxes") for x in batched_inputs],
         )
         size = labels.shape[-2:]
-        chip_boxes = chip_classes = None
-        if self.chips is not None and (self.prior_scale is not None or self.coord_channels
-                                       or self.class_prior is not None):
+        chip_boxes = None
+        if self.chips is not None and (self.prior_scale is not None or self.coord_channels):
             chip_boxes = torch.stack([x["chip_box"] for x in batched_inputs]).to(self.device)
-        if self.chips is not None and self.class_prior is not None:
-            chip_classes = torch.stack([torch.as_tensor(x["chip_class"]) for x in batched_inputs]).to(self.device)
         features = self._chip_features(images.tensor, chip_boxes)
         if self.in_pretraining():
             # Embeddings stay at decoder resolution: the loss reads them only at the sampled pixels.
@@ -240,8 +231,8 @@ class Box2Seg(nn.Module):
         out = self.decoders.forward_branches(features, self.loss.branches(iteration))
         y, alpha, beta = out["y"], out.get("alpha"), out.get("beta")
         logits = self._upsample(y, size).float()
-        if chip_boxes is not None:
-            logits = self._with_prior(logits, chip_boxes, chip_classes)
+        if self.prior_scale is not None:
+            logits = self._with_prior(logits, chip_boxes)
         log_probs = F.log_softmax(logits, dim=1)
         similarity = None
         if "pair" in self.loss.terms:
@@ -344,26 +335,17 @@ class Box2Seg(nn.Module):
         return masks
 
     # ------------------------------------------------------------------------------------------ chip mode
-    def _with_prior(self, logits, chip_boxes, chip_classes=None):
-        """Chip logits (N, C, S, S) with the priors of each chip's own box taken off the background: the
-        ellipse prior (CHIPS.ELLIPSE_PRIOR) and its class's shape prior (CHIPS.CLASS_PRIOR_SIZE)."""
-        if self.prior_scale is None and self.class_prior is None:
-            return logits
-        size = logits.shape[-1]
-        offset = logits.new_zeros((len(logits), size, size))
-        if self.prior_scale is not None:
-            offset = offset + self.prior_scale * ellipse_prior(chip_boxes, size)
-        if self.class_prior is not None:
-            offset = offset + self.class_prior(chip_boxes, chip_classes, size)
-        return torch.cat([logits[:, :1] - offset[:, None], logits[:, 1:]], dim=1)
+    def _with_prior(self, logits, chip_boxes):
+        """Chip logits (N, C, S, S) with the ellipse prior of each chip's own box taken off the background."""
+        prior = ellipse_prior(chip_boxes, logits.shape[-1])
+        return torch.cat([logits[:, :1] - self.prior_scale * prior[:, None], logits[:, 1:]], dim=1)
 
-    def _forward_chips(self, image, regions, boxes, classes):
-        """Foreground probability (N, S, S) of the chips of ``regions`` cut from one raw (C, H, W) image, the
-        chips of ``boxes`` of contiguous ``classes``: 1 - y(background), which for one foreground class is
-        y(object); flips averaged with TEST.FLIP."""
-        size, out, batch = self.chips["size"], [], self.chips["test_batch"]
+    def _forward_chips(self, image, regions, boxes):
+        """Foreground probability (N, S, S) of the chips of ``regions`` cut from one raw (C, H, W) image:
+        1 - y(background), which for one foreground class is y(object); flips averaged with TEST.FLIP."""
+        size, out = self.chips["size"], []
         chip_boxes = boxes_in_own_chips(boxes, regions, size)
-        for chunk, own, own_classes in zip(regions.split(batch), chip_boxes.split(batch), classes.split(batch)):
+        for chunk, own in zip(regions.split(self.chips["test_batch"]), chip_boxes.split(self.chips["test_batch"])):
             x = (crop_chips(image, chunk, size) - self.pixel_mean) / self.pixel_std
             total = 0.0
             for flip in (False, True) if self.test_flip else (False,):
@@ -373,7 +355,8 @@ class Box2Seg(nn.Module):
                 features = self._chip_features(x.flip(-1) if flip else x, seen)
                 logits = self._upsample(self.decoders.forward_y(features), (size, size))
                 logits = logits.float().flip(-1) if flip else logits.float()  # back in the chip's frame
-                logits = self._with_prior(logits, own, own_classes)
+                if self.prior_scale is not None:
+                    logits = self._with_prior(logits, own)
                 total = total + 1 - F.softmax(logits, 1)[:, 0]
             out.append(total / (2 if self.test_flip else 1))
         return torch.cat(out) if out else image.new_zeros((0, size, size))
@@ -396,7 +379,7 @@ class Box2Seg(nn.Module):
         crowd = inst.gt_is_crowd.to(self.device) if inst.has("gt_is_crowd") else torch.zeros_like(classes, dtype=torch.bool)
         keep = ~crowd
         regions = chip_regions(boxes[keep], self.chips["context"])
-        fg = self._forward_chips(image, regions, boxes[keep], classes[keep])
+        fg = self._forward_chips(image, regions, boxes[keep])
         scale = boxes.new_tensor([width / image_size[1], height / image_size[0]]).repeat(2)
         out_boxes = boxes * scale
         probs = paste_chip_probs(fg, regions * scale, height, width)

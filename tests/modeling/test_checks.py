@@ -29,7 +29,6 @@ def _cfg(*opts):
     (["MODEL.UPERNET.NORM", "gn"], r"MODEL.UPERNET.NORM='gn'.*'GN'"),
     (["MODEL.BOX2SEG.AFFINITY.BOUNDARY_FRACTION", "1.5"], r"MODEL.BOX2SEG.AFFINITY.BOUNDARY_FRACTION"),
     (["MODEL.SEM_SEG_HEAD.NUM_CLASSES", "1"], r"MODEL.SEM_SEG_HEAD.NUM_CLASSES=1"),
-    (["MODEL.BOX2SEG.CHIPS.CLASS_PRIOR_SIZE", "-1"], r"MODEL.BOX2SEG.CHIPS.CLASS_PRIOR_SIZE=-1"),
 ])
 def test_bad_values_are_refused_when_the_model_is_built(opts, match):
     cfg = _cfg(*opts)
