@@ -9,6 +9,7 @@ computes) and scores the images of one split folder; labels missing from the cac
 import argparse
 import os
 
+import numpy as np
 import torch
 from detectron2.data import DatasetCatalog, build_detection_test_loader
 
@@ -19,6 +20,7 @@ from box2seg.data.grabcut import load_instance_map, own_grabcut_masks, read_png_
 from box2seg.data.mapper import Box2SegDatasetMapper
 from box2seg.engine.data import evaluation_records, prepare_caches
 from box2seg.engine.runs import load_model
+from box2seg.modeling.box_conditioned import never_empty_masks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHIP_CONFIG = os.path.join(REPO, "configs", "cpu", "box2seg_lite0_coco_chips.yaml")
@@ -101,3 +103,21 @@ def box_probabilities(cfg, records, model):
                 raise RuntimeError(f"{record['file_name']}: the model's output does not line up with the record")
             own = own_grabcut_masks(load_instance_map(record), read_png_stats(record["grabcut_file_name"]), len(boxes))
             yield record, probs.float() / 255.0, inside, keep, boxes, own
+
+
+def add_thresholded(scorer, record, prob, inside, keep, threshold, fill):
+    """Score one image's rule output: the K kept boxes' probabilities ``prob`` thresholded as the model does
+    (never-empty fallback), the crowd boxes' masks left empty, added to ``scorer`` (a MaskScorer)."""
+    kept, _, _ = never_empty_masks(prob, inside, threshold, fill)
+    masks = np.zeros((len(keep), *inside.shape[-2:]), dtype=bool)
+    masks[keep.numpy()] = kept.numpy()
+    scorer.add(record, masks)
+
+
+SCORE_HEADER = "per box | small | medium | large | painted"
+
+
+def score_cells(summary):
+    """A MaskScorer summary as the table cells of SCORE_HEADER."""
+    keys = ("instance_mIoU", "instance_mIoU-small", "instance_mIoU-medium", "instance_mIoU-large", "painted_mIoU")
+    return " | ".join(f"{summary[k]:.4f}" for k in keys)

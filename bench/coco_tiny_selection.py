@@ -100,13 +100,24 @@ def main():
     table.update({name: dict(row(results[name][MODEL_ROW]), minutes=seconds[name] / 60,
                              overrides=run_overrides(args, name))
                   for name in runs})
-    if args.json_out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json_out)), exist_ok=True)
-        with open(args.json_out + ".tmp", "w") as f:
-            json.dump({"trained_on": "val2017 boxes", "scored_on": "train2017", "config": args.config_file,
-                       "overrides": list(args.opts), "rows": table}, f, indent=1)
-        os.replace(args.json_out + ".tmp", args.json_out)
-    print("\ntrained on val2017's boxes, scored on train2017 (unseen)\n")
+    write_json(args.json_out, {"trained_on": "val2017 boxes", "scored_on": "train2017", "config": args.config_file,
+                               "overrides": list(args.opts), "rows": table})
+    print_table("trained on val2017's boxes, scored on train2017 (unseen)", table)
+
+
+def write_json(path, results):
+    """``results`` written to ``path`` (atomically) when a path is given."""
+    if not path:
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(results, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def print_table(title, table):
+    """The selection table: one row per baseline and run (per box, sizes, painted, training minutes)."""
+    print(f"\n{title}\n")
     print("| row | per box | small | medium | large | painted | training min |\n|---|---|---|---|---|---|---|")
     for name, s in table.items():
         minutes = f"{s['minutes']:.1f}" if "minutes" in s else ""

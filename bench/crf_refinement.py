@@ -27,7 +27,6 @@ from torchvision.ops import roi_align
 import box_probs
 from box2seg.data.images import read_image
 from box2seg.evaluation.mask_scoring import MaskScorer
-from box2seg.modeling.box_conditioned import never_empty_masks
 from box2seg.modeling.losses import lab_colours
 from box2seg.structures.chips import chip_regions, crop_chips, paste_chip_probs
 
@@ -109,19 +108,13 @@ def main():
                     # each box's region holds its box: the mask reads the pasted map inside the box only
                     refined[s] = paste_chip_probs(q, regions, height, width).float() / 255.0
                 prob = refined[s]
-            kept, _, _ = never_empty_masks(prob, inside, t, fill)
-            masks = np.zeros((len(boxes), height, width), dtype=bool)
-            masks[keep.numpy()] = kept.numpy()
-            scorers[key].add(record, masks)
+            box_probs.add_thresholded(scorers[key], record, prob, inside, keep, t, fill)
     print(f"\n{title}, GrabCut weight {w}, k {args.k}, dilation {args.dilation}, steps {args.steps}, size {args.size}\n")
-    print("| weight | theta colour | theta space | threshold | per box | small | medium | large | painted |\n"
-          "|---|---|---|---|---|---|---|---|---|")
+    print(f"| weight | theta colour | theta space | threshold | {box_probs.SCORE_HEADER} |\n|---|---|---|---|---|---|---|---|---|")
     for key in grid:
-        sc = scorers[key].summary()
         s, t = key
         wc, tc, ts = s if s is not None else ("-", "-", "-")
-        print(f"| {wc} | {tc} | {ts} | {t} | {sc['instance_mIoU']:.4f} | {sc['instance_mIoU-small']:.4f} | "
-              f"{sc['instance_mIoU-medium']:.4f} | {sc['instance_mIoU-large']:.4f} | {sc['painted_mIoU']:.4f} |")
+        print(f"| {wc} | {tc} | {ts} | {t} | {box_probs.score_cells(scorers[key].summary())} |")
 
 
 if __name__ == "__main__":

@@ -18,13 +18,11 @@ import box2seg  # noqa: F401  (first: detectron2 v0.6 fixes)
 
 import argparse
 
-import numpy as np
 import torch
 from detectron2.utils.logger import setup_logger
 
 import box_probs
 from box2seg.evaluation.mask_scoring import MaskScorer
-from box2seg.modeling.box_conditioned import never_empty_masks
 
 
 def main():
@@ -41,24 +39,18 @@ def main():
     grid.append(("grabcut", None))
     scorers = {key: MaskScorer(num_classes, 255) for key in grid}
     for record, p, inside, keep, boxes, own in box_probs.box_probabilities(cfg, dicts, model):
-        height, width = inside.shape[-2:]
         g = torch.from_numpy(own[keep.numpy()]).float()
         for key in grid:
             if key[0] == "grabcut":
-                masks = own
+                scorers[key].add(record, own)
             else:
                 w, t = key
-                kept, _, _ = never_empty_masks((1 - w) * p + w * g, inside, t, fill)
-                masks = np.zeros((len(boxes), height, width), dtype=bool)
-                masks[keep.numpy()] = kept.numpy()
-            scorers[key].add(record, masks)
+                box_probs.add_thresholded(scorers[key], record, (1 - w) * p + w * g, inside, keep, t, fill)
     print(f"\n{title}\n")
-    print("| GrabCut weight | threshold | per box | small | medium | large | painted |\n|---|---|---|---|---|---|---|")
+    print(f"| GrabCut weight | threshold | {box_probs.SCORE_HEADER} |\n|---|---|---|---|---|---|---|")
     for key in grid:
-        s = scorers[key].summary()
         w, t = ("GrabCut own", "-") if key[0] == "grabcut" else key
-        print(f"| {w} | {t} | {s['instance_mIoU']:.4f} | {s['instance_mIoU-small']:.4f} | "
-              f"{s['instance_mIoU-medium']:.4f} | {s['instance_mIoU-large']:.4f} | {s['painted_mIoU']:.4f} |")
+        print(f"| {w} | {t} | {box_probs.score_cells(scorers[key].summary())} |")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from detectron2.utils.logger import setup_logger
 import box_probs
 from box2seg.data.images import read_image
 from box2seg.evaluation.mask_scoring import MaskScorer
-from box2seg.modeling.box_conditioned import never_empty_masks
 
 
 def guided_filter(guide, p, radius, eps):
@@ -84,18 +83,12 @@ def main():
                 if (r, e) not in filtered:
                     filtered[(r, e)] = refine(fused, grey, kept_boxes, r, e)
                 prob = filtered[(r, e)]
-            kept, _, _ = never_empty_masks(torch.from_numpy(prob), inside, t, fill)
-            masks = np.zeros((len(boxes), height, width), dtype=bool)
-            masks[keep.numpy()] = kept.numpy()
-            scorers[key].add(record, masks)
+            box_probs.add_thresholded(scorers[key], record, torch.from_numpy(prob), inside, keep, t, fill)
     print(f"\n{title}, GrabCut weight {w}\n")
-    print("| radius | eps | threshold | per box | small | medium | large | painted |\n"
-          "|---|---|---|---|---|---|---|---|")
+    print(f"| radius | eps | threshold | {box_probs.SCORE_HEADER} |\n|---|---|---|---|---|---|---|---|")
     for key in grid:
-        s = scorers[key].summary()
         r, e, t = ("-" if v is None else v for v in key)
-        print(f"| {r} | {e} | {t} | {s['instance_mIoU']:.4f} | {s['instance_mIoU-small']:.4f} | "
-              f"{s['instance_mIoU-medium']:.4f} | {s['instance_mIoU-large']:.4f} | {s['painted_mIoU']:.4f} |")
+        print(f"| {r} | {e} | {t} | {box_probs.score_cells(scorers[key].summary())} |")
 
 
 if __name__ == "__main__":

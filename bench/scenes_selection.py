@@ -16,7 +16,6 @@ import box2seg  # noqa: F401  (first: detectron2 v0.6 fixes)
 
 import argparse
 import copy
-import json
 import os
 
 from detectron2.utils.logger import setup_logger
@@ -25,6 +24,7 @@ from box2seg import engine
 from box2seg.commands import overrides_after_separator
 from box2seg.data.datasets import scenes
 from coco_tiny_chips import MODEL_ROW, summary as row  # the per-box / size / painted figures of one row
+from coco_tiny_selection import print_table, write_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEV_SEED = 15150003  # train 15150001, val 15150002 (scenes.PARAMS)
@@ -78,19 +78,10 @@ def main():
     table = {name: row(any_run[name]) for name in ROWS}
     table.update({name: dict(row(results[name][MODEL_ROW]), minutes=seconds[name] / 60, overrides=overrides[name])
                   for name in runs})
-    if args.json_out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json_out)), exist_ok=True)
-        with open(args.json_out + ".tmp", "w") as f:
-            json.dump({"trained_on": "box2seg_scenes_train boxes", "scored_on": f"{dev} (params {dev_hash})",
-                       "config": args.config_file, "overrides": list(args.opts), "rows": table}, f, indent=1)
-        os.replace(args.json_out + ".tmp", args.json_out)
-    print(f"\ntrained on box2seg_scenes train's boxes, scored on {dev} ({args.dev_images} images, seed {DEV_SEED}, "
-          f"params {dev_hash})\n")
-    print("| row | per box | small | medium | large | painted | training min |\n|---|---|---|---|---|---|---|")
-    for name, s in table.items():
-        minutes = f"{s['minutes']:.1f}" if "minutes" in s else ""
-        print(f"| {name} | {s['per_box']:.4f} | {s['small']:.4f} | {s['medium']:.4f} | {s['large']:.4f} | "
-              f"{s['painted']:.4f} | {minutes} |")
+    write_json(args.json_out, {"trained_on": "box2seg_scenes_train boxes", "scored_on": f"{dev} (params {dev_hash})",
+                               "config": args.config_file, "overrides": list(args.opts), "rows": table})
+    print_table(f"trained on box2seg_scenes train's boxes, scored on {dev} ({args.dev_images} images, seed "
+                f"{DEV_SEED}, params {dev_hash})", table)
 
 
 if __name__ == "__main__":
