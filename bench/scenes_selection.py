@@ -7,7 +7,7 @@ The demo's val split is what its target is judged on, and coco_tiny (bench/coco_
 photos, where a setting can help and not here or the other way round (FREEZE_AT 4, session 14). Here the dev
 split's masks choose, so the demo's val column stays an unseen test.
 
-    python bench/scenes_selection.py --seeds 0 --jobs 2 --variant cprior16 MODEL.BOX2SEG.CHIPS.CLASS_PRIOR_SIZE 16
+    python bench/scenes_selection.py --seeds 0 --jobs 2 --variant pair1 MODEL.BOX2SEG.LOSS.PAIR_WEIGHT 1.0
 
 Prints a markdown table (per box, small / medium / large, painted) of the baselines on dev, the config ("base",
 each seed) and each variant (first seed); ``--json-out`` writes it too.
