@@ -27,6 +27,7 @@ from torchvision.ops import roi_align
 import box_probs
 from box2seg.data.images import read_image
 from box2seg.evaluation.mask_scoring import MaskScorer
+from box2seg.modeling.box_conditioned import fuse_grabcut
 from box2seg.modeling.losses import lab_colours
 from box2seg.structures.chips import chip_regions, crop_chips, paste_chip_probs
 
@@ -88,8 +89,7 @@ def main():
     scorers = {key: MaskScorer(num_classes, 255) for key in grid}
     for record, p, inside, keep, boxes, own in box_probs.box_probabilities(cfg, dicts, model):
         height, width = inside.shape[-2:]
-        g = torch.from_numpy(own[keep.numpy()]).float()
-        fused = (1 - w) * p + w * g
+        fused = fuse_grabcut(p, torch.from_numpy(own[keep.numpy()]), w)
         kept_boxes = boxes[keep].float()
         regions = chip_regions(kept_boxes, context)
         rgb = torch.from_numpy(np.ascontiguousarray(read_image(record["file_name"], "RGB").transpose(2, 0, 1)))

@@ -23,6 +23,7 @@ from detectron2.utils.logger import setup_logger
 
 import box_probs
 from box2seg.evaluation.mask_scoring import MaskScorer
+from box2seg.modeling.box_conditioned import fuse_grabcut
 
 
 def main():
@@ -39,13 +40,13 @@ def main():
     grid.append(("grabcut", None))
     scorers = {key: MaskScorer(num_classes, 255) for key in grid}
     for record, p, inside, keep, boxes, own in box_probs.box_probabilities(cfg, dicts, model):
-        g = torch.from_numpy(own[keep.numpy()]).float()
+        g = torch.from_numpy(own[keep.numpy()])
         for key in grid:
             if key[0] == "grabcut":
                 scorers[key].add(record, own)
             else:
                 w, t = key
-                box_probs.add_thresholded(scorers[key], record, (1 - w) * p + w * g, inside, keep, t, fill)
+                box_probs.add_thresholded(scorers[key], record, fuse_grabcut(p, g, w), inside, keep, t, fill)
     print(f"\n{title}\n")
     print(f"| GrabCut weight | threshold | {box_probs.SCORE_HEADER} |\n|---|---|---|---|---|---|---|")
     for key in grid:

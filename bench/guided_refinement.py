@@ -24,6 +24,7 @@ from detectron2.utils.logger import setup_logger
 import box_probs
 from box2seg.data.images import read_image
 from box2seg.evaluation.mask_scoring import MaskScorer
+from box2seg.modeling.box_conditioned import fuse_grabcut
 
 
 def guided_filter(guide, p, radius, eps):
@@ -70,8 +71,7 @@ def main():
     scorers = {key: MaskScorer(num_classes, 255) for key in grid}
     for record, p, inside, keep, boxes, own in box_probs.box_probabilities(cfg, dicts, model):
         height, width = inside.shape[-2:]
-        g = torch.from_numpy(own[keep.numpy()]).float()
-        fused = ((1 - w) * p + w * g).numpy().astype(np.float32)
+        fused = fuse_grabcut(p, torch.from_numpy(own[keep.numpy()]), w).numpy().astype(np.float32)
         grey = read_image(record["file_name"], "L")[..., 0].astype(np.float32) / 255.0
         kept_boxes = boxes[keep].cpu().numpy()
         filtered = {}
