@@ -8,6 +8,7 @@ photos, where a setting can help and not here or the other way round (FREEZE_AT 
 split's masks choose, so the demo's val column stays an unseen test.
 
     python bench/scenes_selection.py --seeds 0 --jobs 2 --variant pair1 MODEL.BOX2SEG.LOSS.PAIR_WEIGHT 1.0
+    python bench/scenes_selection.py --seeds 0 --train-images 320 --output output/scenes_selection_320
 
 Prints a markdown table (per box, small / medium / large, painted) of the baselines on dev, the config ("base",
 each seed) and each variant (first seed); ``--json-out`` writes it too.
@@ -41,9 +42,20 @@ def register_dev(num_images=64):
     return name, scenes.params_hash(params)
 
 
+def register_train(num_images=None):
+    """The training split: the demo's own ``box2seg_scenes_train``, or with ``num_images`` a longer or shorter
+    one of the same generator and seed (every image has its own RNG, so 320 images are the shipped 160 and 160
+    more)."""
+    if num_images is None:
+        return "box2seg_scenes_train"
+    prefix = f"scenes_selection_train{int(num_images)}"
+    scenes.register_scenes(prefix=prefix, num_images={"train": int(num_images)})
+    return f"{prefix}_train"
+
+
 def run_cfg(args, dev, seed, name, overrides=()):
     cfg = engine.setup_cfg(args.config_file, list(args.opts) + list(overrides), freeze=False)
-    cfg.DATASETS.TRAIN = ("box2seg_scenes_train",)
+    cfg.DATASETS.TRAIN = (args.train,)
     cfg.DATASETS.TEST = (dev,)
     cfg.SEED = seed
     cfg.OUTPUT_DIR = os.path.join(args.output, name)
@@ -56,6 +68,8 @@ def main():
     parser.add_argument("--output", default="output/scenes_selection")
     parser.add_argument("--config-file", default=os.path.join(REPO, "configs", "cpu", "box2seg_lite0_scenes_chips.yaml"))
     parser.add_argument("--dev-images", type=int, default=64)
+    parser.add_argument("--train-images", type=int, default=None,
+                        help="training images (default: the demo's box2seg_scenes train, 160)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--jobs", type=int, default=1, help="training processes side by side")
     parser.add_argument("--variant", nargs="+", action="append", default=[], metavar="NAME KEY VALUE",
@@ -68,6 +82,7 @@ def main():
     setup_logger(name="detectron2", abbrev_name="d2")
 
     dev, dev_hash = register_dev(args.dev_images)
+    args.train = register_train(args.train_images)
     runs = {f"base_seed{s}": run_cfg(args, dev, s, f"base_seed{s}") for s in args.seeds}
     overrides = {name: [] for name in runs}
     for v in args.variant:
@@ -78,9 +93,9 @@ def main():
     table = {name: row(any_run[name]) for name in ROWS}
     table.update({name: dict(row(results[name][MODEL_ROW]), minutes=seconds[name] / 60, overrides=overrides[name])
                   for name in runs})
-    write_json(args.json_out, {"trained_on": "box2seg_scenes_train boxes", "scored_on": f"{dev} (params {dev_hash})",
+    write_json(args.json_out, {"trained_on": f"{args.train} boxes", "scored_on": f"{dev} (params {dev_hash})",
                                "config": args.config_file, "overrides": list(args.opts), "rows": table})
-    print_table(f"trained on box2seg_scenes train's boxes, scored on {dev} ({args.dev_images} images, seed "
+    print_table(f"trained on {args.train}'s boxes, scored on {dev} ({args.dev_images} images, seed "
                 f"{DEV_SEED}, params {dev_hash})", table)
 
 
