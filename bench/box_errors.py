@@ -1,0 +1,91 @@
+#!/usr/bin/env python
+"""Where a chip model's per-box masks go wrong, by true-mask size (COCO buckets): each box's error pixels split
+into three kinds, as a share of its true mask's area, beside GrabCut's own masks on the same boxes:
+
+- ``missed``: pixels of the box's own object left out (false negatives);
+- ``other object``: pixels claimed inside the box that belong to another object's true mask (an occluder, a
+  neighbour);
+- ``background``: pixels claimed inside the box that belong to no object.
+
+The model's masks are the config's rule (GrabCut weight and threshold, never-empty fallback). The true masks
+only score; nothing here chooses a setting. Used to ask why large boxes lag (bench/RESULTS.md, session 16):
+
+    python bench/box_errors.py --dataset box2seg_scenes_dev \
+        --config-file configs/cpu/box2seg_lite0_scenes_chips.yaml --weights output/s16/scn/base_seed0/model_final.pth
+
+Data, model and probabilities: bench/box_probs.py.
+"""
+import box2seg  # noqa: F401  (first: detectron2 v0.6 fixes)
+
+import argparse
+from collections import defaultdict
+
+import numpy as np
+import torch
+from detectron2.utils.logger import setup_logger
+
+import box_probs
+from box2seg.evaluation.box_scorer import SIZE_BUCKETS
+from box2seg.modeling.box_conditioned import fuse_grabcut, never_empty_masks
+from box2seg.structures import decode_segmentation, record_boxes
+
+KINDS = ("IoU", "missed", "other object", "background")
+
+
+def size_bucket(area):
+    return next(name for name, low, high in SIZE_BUCKETS if low <= area < high)
+
+
+def box_errors(masks, truth, objects, boxes):
+    """Per box {kind: (N,) values}: IoU and the three error kinds as shares of the true mask's area. ``masks``
+    and ``truth`` (N, H, W) bool (each box's mask and its own true mask), ``objects`` (H, W) bool the union of
+    all of the image's true masks, ``boxes`` (N, 4) pixel boxes."""
+    height, width = objects.shape
+    ys, xs = np.arange(height)[None, :, None] + 0.5, np.arange(width)[None, None, :] + 0.5
+    b = boxes[:, :, None, None]
+    in_box = (xs >= b[:, 0]) & (xs < b[:, 2]) & (ys >= b[:, 1]) & (ys < b[:, 3])
+    area = truth.sum((1, 2)).clip(min=1)
+    wrong = masks & in_box & ~truth
+    return {"IoU": (masks & truth).sum((1, 2)) / (masks | truth).sum((1, 2)).clip(min=1),
+            "missed": (truth & ~masks).sum((1, 2)) / area,
+            "other object": (wrong & objects[None]).sum((1, 2)) / area,
+            "background": (wrong & ~objects[None]).sum((1, 2)) / area}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    box_probs.add_arguments(parser)
+    args = parser.parse_args()
+    setup_logger(name="box2seg")
+    cfg, title, records, model = box_probs.setup(parser, args)
+    chips = cfg.MODEL.BOX2SEG.CHIPS
+    rows = {"model": defaultdict(list), "GrabCut": defaultdict(list)}
+    for record, p, inside, keep, _, own in box_probs.box_probabilities(cfg, records, model):
+        g = torch.from_numpy(own[keep.numpy()])
+        kept, _, _ = never_empty_masks(fuse_grabcut(p, g, chips.GRABCUT_WEIGHT), inside, chips.THRESHOLD,
+                                       chips.FALLBACK_FILL)
+        all_boxes, _, crowd = record_boxes(record)
+        annotations = record["annotations"]
+        kept_row = {int(i): k for k, i in enumerate(np.flatnonzero(keep.numpy()))}  # keep: (N,) bool
+        scored = [i for i in np.flatnonzero(~crowd) if "segmentation" in annotations[i] and int(i) in kept_row]
+        if not scored:
+            continue
+        truth = np.stack([decode_segmentation(annotations[i]["segmentation"], record["height"], record["width"])
+                          for i in scored])
+        objects = truth.any(0)  # every scored object; the scenes and coco_tiny annotate every object
+        for name, masks in (("model", kept.numpy()[[kept_row[int(i)] for i in scored]]), ("GrabCut", own[scored])):
+            stats = box_errors(masks, truth, objects, all_boxes[scored])
+            for k, area in enumerate(truth.sum((1, 2))):
+                for kind in KINDS:
+                    rows[name][(size_bucket(area), kind)].append(float(stats[kind][k]))
+    print(f"\n{title}\n")
+    print("| masks | size | boxes | " + " | ".join(KINDS) + " |\n|---|---|---|" + "---|" * len(KINDS))
+    for bucket, _, _ in SIZE_BUCKETS:
+        for name, values in rows.items():
+            count = len(values[(bucket, "IoU")])
+            cells = " | ".join(f"{np.mean(values[(bucket, kind)]):.3f}" for kind in KINDS)
+            print(f"| {name} | {bucket} | {count} | {cells} |")
+
+
+if __name__ == "__main__":
+    main()
