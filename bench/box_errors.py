@@ -27,7 +27,7 @@ from detectron2.utils.logger import setup_logger
 import box_probs
 from box2seg.evaluation.box_scorer import SIZE_BUCKETS
 from box2seg.modeling.box_conditioned import fuse_grabcut, never_empty_masks
-from box2seg.structures import decode_segmentation, record_boxes
+from box2seg.structures import decode_segmentation
 
 KINDS = ("IoU", "missed", "other object", "background")
 
@@ -36,14 +36,10 @@ def size_bucket(area):
     return next(name for name, low, high in SIZE_BUCKETS if low <= area < high)
 
 
-def box_errors(masks, truth, objects, boxes):
-    """Per box {kind: (N,) values}: IoU and the three error kinds as shares of the true mask's area. ``masks``
-    and ``truth`` (N, H, W) bool (each box's mask and its own true mask), ``objects`` (H, W) bool the union of
-    all of the image's true masks, ``boxes`` (N, 4) pixel boxes."""
-    height, width = objects.shape
-    ys, xs = np.arange(height)[None, :, None] + 0.5, np.arange(width)[None, None, :] + 0.5
-    b = boxes[:, :, None, None]
-    in_box = (xs >= b[:, 0]) & (xs < b[:, 2]) & (ys >= b[:, 1]) & (ys < b[:, 3])
+def box_errors(masks, truth, objects, in_box):
+    """Per box {kind: (N,) values}: IoU and the three error kinds as shares of the true mask's area. ``masks``,
+    ``truth`` and ``in_box`` (N, H, W) bool (each box's mask, its own true mask and its box's pixels),
+    ``objects`` (H, W) bool the union of all of the image's true masks."""
     area = truth.sum((1, 2)).clip(min=1)
     wrong = masks & in_box & ~truth
     return {"IoU": (masks & truth).sum((1, 2)) / (masks | truth).sum((1, 2)).clip(min=1),
@@ -64,17 +60,18 @@ def main():
         g = torch.from_numpy(own[keep.numpy()])
         kept, _, _ = never_empty_masks(fuse_grabcut(p, g, chips.GRABCUT_WEIGHT), inside, chips.THRESHOLD,
                                        chips.FALLBACK_FILL)
-        all_boxes, _, crowd = record_boxes(record)
         annotations = record["annotations"]
-        kept_row = {int(i): k for k, i in enumerate(np.flatnonzero(keep.numpy()))}  # keep: (N,) bool
-        scored = [i for i in np.flatnonzero(~crowd) if "segmentation" in annotations[i] and int(i) in kept_row]
-        if not scored:
+        normal = np.flatnonzero(keep.numpy())  # the non-crowd boxes, the rows of p, inside and kept
+        rows_kept = [k for k, i in enumerate(normal) if "segmentation" in annotations[i]]
+        if not rows_kept:
             continue
+        scored = normal[rows_kept]
         truth = np.stack([decode_segmentation(annotations[i]["segmentation"], record["height"], record["width"])
                           for i in scored])
-        objects = truth.any(0)  # every scored object; the scenes and coco_tiny annotate every object
-        for name, masks in (("model", kept.numpy()[[kept_row[int(i)] for i in scored]]), ("GrabCut", own[scored])):
-            stats = box_errors(masks, truth, objects, all_boxes[scored])
+        objects = truth.any(0)  # the scenes annotate every object; on photos unannotated things count as background
+        in_box = inside.numpy()[rows_kept]  # the scored boxes' pixels (model.chip_box_probs)
+        for name, masks in (("model", kept.numpy()[rows_kept]), ("GrabCut", own[scored])):
+            stats = box_errors(masks, truth, objects, in_box)
             for k, area in enumerate(truth.sum((1, 2))):
                 for kind in KINDS:
                     rows[name][(size_bucket(area), kind)].append(float(stats[kind][k]))
