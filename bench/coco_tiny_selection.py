@@ -65,25 +65,39 @@ def run_overrides(args, name):
     return next(v[1:] for v in args.variant if v[0] == name)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--coco-root", required=True, help="the coco_tiny folder (annotations/, train2017/, val2017/)")
-    parser.add_argument("--output", default="output/coco_tiny_selection")
-    parser.add_argument("--config-file", default=os.path.join(REPO, "configs", "cpu", "box2seg_lite0_coco_chips.yaml"))
+def add_selection_arguments(parser, output, config_file):
+    """The options every selection bench shares: where runs go, the config, seeds, side-by-side jobs and
+    ``--variant NAME KEY VALUE ...`` runs, ``--json-out``."""
+    parser.add_argument("--output", default=output)
+    parser.add_argument("--config-file", default=config_file)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--jobs", type=int, default=1, help="training processes side by side")
     parser.add_argument("--variant", nargs="+", action="append", default=[], metavar="NAME KEY VALUE",
                         help="a run with these config overrides: its name, then KEY VALUE ... (repeatable)")
-    parser.add_argument("--adapt", type=int, nargs="+", default=[], metavar="N",
-                        help="also fine-tune each seed's model on train2017's boxes for N iterations, then score it")
-    parser.add_argument("--adapt-opts", nargs="+", default=[], metavar="KEY VALUE",
-                        help="config overrides for the adaptation runs only (e.g. ADAPT.BASE_LR 0.001)")
     parser.add_argument("--json-out", default=None)
+
+
+def parse_selection_arguments(parser):
+    """Parses a selection bench's arguments (config overrides for every run last, after an optional ``--``) and
+    sets up its loggers."""
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ... for every run")
     args = parser.parse_args()
     args.opts = overrides_after_separator(args.opts)
     setup_logger(name="box2seg")
     setup_logger(name="detectron2", abbrev_name="d2")
+    return args
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--coco-root", required=True, help="the coco_tiny folder (annotations/, train2017/, val2017/)")
+    add_selection_arguments(parser, "output/coco_tiny_selection",
+                            os.path.join(REPO, "configs", "cpu", "box2seg_lite0_coco_chips.yaml"))
+    parser.add_argument("--adapt", type=int, nargs="+", default=[], metavar="N",
+                        help="also fine-tune each seed's model on train2017's boxes for N iterations, then score it")
+    parser.add_argument("--adapt-opts", nargs="+", default=[], metavar="KEY VALUE",
+                        help="config overrides for the adaptation runs only (e.g. ADAPT.BASE_LR 0.001)")
+    args = parse_selection_arguments(parser)
 
     runs = {f"base_seed{s}": run_cfg(args, s, f"base_seed{s}") for s in args.seeds}
     for v in args.variant:

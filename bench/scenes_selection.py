@@ -19,13 +19,10 @@ import argparse
 import copy
 import os
 
-from detectron2.utils.logger import setup_logger
-
 from box2seg import engine
-from box2seg.commands import overrides_after_separator
 from box2seg.data.datasets import scenes
 from coco_tiny_chips import MODEL_ROW, summary as row  # the per-box / size / painted figures of one row
-from coco_tiny_selection import print_table, write_json
+from coco_tiny_selection import add_selection_arguments, parse_selection_arguments, print_table, write_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEV_SEED = 15150003  # train 15150001, val 15150002 (scenes.PARAMS)
@@ -65,21 +62,12 @@ def run_cfg(args, dev, seed, name, overrides=()):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", default="output/scenes_selection")
-    parser.add_argument("--config-file", default=os.path.join(REPO, "configs", "cpu", "box2seg_lite0_scenes_chips.yaml"))
+    add_selection_arguments(parser, "output/scenes_selection",
+                            os.path.join(REPO, "configs", "cpu", "box2seg_lite0_scenes_chips.yaml"))
     parser.add_argument("--dev-images", type=int, default=64)
     parser.add_argument("--train-images", type=int, default=None,
                         help="training images (default: the demo's box2seg_scenes train, 160)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--jobs", type=int, default=1, help="training processes side by side")
-    parser.add_argument("--variant", nargs="+", action="append", default=[], metavar="NAME KEY VALUE",
-                        help="a run with these config overrides: its name, then KEY VALUE ... (repeatable)")
-    parser.add_argument("--json-out", default=None)
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ... for every run")
-    args = parser.parse_args()
-    args.opts = overrides_after_separator(args.opts)
-    setup_logger(name="box2seg")
-    setup_logger(name="detectron2", abbrev_name="d2")
+    args = parse_selection_arguments(parser)
 
     dev, dev_hash = register_dev(args.dev_images)
     args.train = register_train(args.train_images)
