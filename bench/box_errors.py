@@ -22,7 +22,6 @@ from collections import defaultdict
 
 import numpy as np
 import torch
-from detectron2.utils.logger import setup_logger
 
 import box_probs
 from box2seg.evaluation.box_scorer import SIZE_BUCKETS
@@ -51,9 +50,7 @@ def box_errors(masks, truth, objects, in_box):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     box_probs.add_arguments(parser)
-    args = parser.parse_args()
-    setup_logger(name="box2seg")
-    cfg, title, records, model = box_probs.setup(parser, args)
+    args, cfg, title, records, model = box_probs.setup(parser)
     chips = cfg.MODEL.BOX2SEG.CHIPS
     rows = {"model": defaultdict(list), "GrabCut": defaultdict(list)}
     for record, p, inside, keep, _, own in box_probs.box_probabilities(cfg, records, model):

@@ -12,6 +12,7 @@ import os
 import numpy as np
 import torch
 from detectron2.data import DatasetCatalog, build_detection_test_loader
+from detectron2.utils.logger import setup_logger
 
 import scenes_selection
 from box2seg import engine
@@ -60,9 +61,12 @@ def add_arguments(parser):
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
 
 
-def setup(parser, args):
-    """``(cfg, title, records, model)``: the config on the chosen dataset (its GrabCut labels prepared), the
-    records scored, a line naming them, and the model with ``--weights``."""
+def setup(parser):
+    """Parses ``parser``'s arguments (:func:`add_arguments` and the bench's own) and returns ``(args, cfg, title,
+    records, model)``: the config on the chosen dataset (its GrabCut labels prepared), the records scored, a line
+    naming them, and the model with ``--weights``."""
+    args = parser.parse_args()
+    setup_logger(name="box2seg")
     if bool(args.coco_root) == bool(args.dataset):
         parser.error("give --coco-root (with --split) or --dataset")
     specs = []
@@ -86,7 +90,7 @@ def setup(parser, args):
         raise SystemExit(f"no images of {name} to score")
     title = (f"{name}" + (f" ({args.split})" if args.coco_root else "")
              + f": {len(records)} images, weights {args.weights}")
-    return cfg, title, records, load_model(cfg, args.weights)
+    return args, cfg, title, records, load_model(cfg, args.weights)
 
 
 def box_probabilities(cfg, records, model):

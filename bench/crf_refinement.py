@@ -21,7 +21,6 @@ import itertools
 import numpy as np
 import torch
 import torch.nn.functional as F
-from detectron2.utils.logger import setup_logger
 from torchvision.ops import roi_align
 
 import box_probs
@@ -77,9 +76,7 @@ def main():
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--size", type=int, default=128, help="the chip side the CRF runs at")
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.4, 0.5])
-    args = parser.parse_args()
-    setup_logger(name="box2seg")
-    cfg, title, dicts, model = box_probs.setup(parser, args)
+    args, cfg, title, dicts, model = box_probs.setup(parser)
     num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES - 1
     fill = cfg.MODEL.BOX2SEG.CHIPS.FALLBACK_FILL
     w = cfg.MODEL.BOX2SEG.CHIPS.GRABCUT_WEIGHT

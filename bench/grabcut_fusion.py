@@ -19,7 +19,6 @@ import box2seg  # noqa: F401  (first: detectron2 v0.6 fixes)
 import argparse
 
 import torch
-from detectron2.utils.logger import setup_logger
 
 import box_probs
 from box2seg.evaluation.mask_scoring import MaskScorer
@@ -31,9 +30,7 @@ def main():
     box_probs.add_arguments(parser)
     parser.add_argument("--fusion-weights", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.4, 0.5])
-    args = parser.parse_args()
-    setup_logger(name="box2seg")
-    cfg, title, dicts, model = box_probs.setup(parser, args)
+    args, cfg, title, dicts, model = box_probs.setup(parser)
     num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES - 1
     fill = cfg.MODEL.BOX2SEG.CHIPS.FALLBACK_FILL
     grid = [(w, t) for w in args.fusion_weights for t in args.thresholds]

@@ -19,7 +19,6 @@ import argparse
 import cv2
 import numpy as np
 import torch
-from detectron2.utils.logger import setup_logger
 
 import box_probs
 from box2seg.data.images import read_image
@@ -60,9 +59,7 @@ def main():
     parser.add_argument("--radii", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--eps", type=float, nargs="+", default=[1e-3, 1e-2, 1e-1])
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.4, 0.5])
-    args = parser.parse_args()
-    setup_logger(name="box2seg")
-    cfg, title, dicts, model = box_probs.setup(parser, args)
+    args, cfg, title, dicts, model = box_probs.setup(parser)
     num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES - 1
     fill = cfg.MODEL.BOX2SEG.CHIPS.FALLBACK_FILL
     w = cfg.MODEL.BOX2SEG.CHIPS.GRABCUT_WEIGHT
