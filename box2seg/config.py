@@ -171,6 +171,17 @@ def add_box2seg_config(cfg):
     # weight before THRESHOLD, (1 - w) p + w g (0: the model alone). The GrabCut labels come from the cache
     # (prepare-grabcut), or are computed per image where none are attached (predict).
     _C.MODEL.BOX2SEG.CHIPS.GRABCUT_WEIGHT = 0.0
+    # Inference only: a colour CRF on each box's (fused) probability in its chip before THRESHOLD, pulling the
+    # mask's edge onto the image's colour edges (modeling/colour_crf.py, docs/chips.md): WINDOW x WINDOW
+    # neighbours, kernel WEIGHT * exp(-dx^2 / (2 THETA_SPACE^2) - dLab^2 / (2 THETA_COLOUR^2)), STEPS mean-field
+    # steps at the chip's SIZE.
+    _C.MODEL.BOX2SEG.CHIPS.CRF = CN()
+    _C.MODEL.BOX2SEG.CHIPS.CRF.ENABLED = False
+    _C.MODEL.BOX2SEG.CHIPS.CRF.WEIGHT = 1.0
+    _C.MODEL.BOX2SEG.CHIPS.CRF.THETA_COLOUR = 5.0
+    _C.MODEL.BOX2SEG.CHIPS.CRF.THETA_SPACE = 5.0
+    _C.MODEL.BOX2SEG.CHIPS.CRF.WINDOW = 7
+    _C.MODEL.BOX2SEG.CHIPS.CRF.STEPS = 5
 
     _C.MODEL.BOX2SEG.LOSS = CN()
     # Enabled terms; ablations remove names here: gc, fg, bg, fr, aff (the paper's), proj and pair (BoxInst's

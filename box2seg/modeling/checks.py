@@ -51,6 +51,13 @@ def check_box2seg_config(cfg):
     for key, value in (("GRABCUT_WEIGHT", b.CHIPS.GRABCUT_WEIGHT), ("COLOR_JITTER", b.CHIPS.COLOR_JITTER)):
         if not 0.0 <= value < 1.0:
             raise ConfigValueError(f"MODEL.BOX2SEG.CHIPS.{key}={value}: between 0 (off) and 1 (1 excluded)")
+    crf = b.CHIPS.CRF
+    if crf.ENABLED:
+        if crf.WEIGHT < 0 or crf.THETA_COLOUR <= 0 or crf.THETA_SPACE <= 0 or crf.STEPS < 0:
+            raise ConfigValueError(f"MODEL.BOX2SEG.CHIPS.CRF: WEIGHT={crf.WEIGHT} and STEPS={crf.STEPS} must be >= 0, "
+                                   f"THETA_COLOUR={crf.THETA_COLOUR} and THETA_SPACE={crf.THETA_SPACE} > 0")
+        if crf.WINDOW < 1 or crf.WINDOW % 2 == 0:
+            raise ConfigValueError(f"MODEL.BOX2SEG.CHIPS.CRF.WINDOW={crf.WINDOW}: an odd window side, e.g. 7")
     if not 0.0 <= b.AFFINITY.BOUNDARY_FRACTION <= 1.0:
         raise ConfigValueError(f"MODEL.BOX2SEG.AFFINITY.BOUNDARY_FRACTION={b.AFFINITY.BOUNDARY_FRACTION}: a share "
                                "of the samples, between 0 and 1")

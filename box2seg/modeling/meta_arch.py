@@ -25,9 +25,10 @@ from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from ..structures import (PIXEL_CENTRES, box_coordinates, box_pixel_masks, boxes_in_own_chips, chip_regions,
-                          crop_chips, ellipse_prior, flip_boxes_horizontally, paste_chip_probs)
+                          crop_chips, crop_own_chips, ellipse_prior, flip_boxes_horizontally, paste_chip_probs)
 from .box_conditioned import box_conditioned_masks, fuse_grabcut, never_empty_masks, smallest_box_owner
 from .checks import check_box2seg_config
+from .colour_crf import colour_crf
 from .decoders import build_box2seg_decoders
 from .losses import ATTENTION_TERMS, Box2SegLoss
 from .targets import build_targets, unlabelled_classes
@@ -68,7 +69,8 @@ class Box2Seg(nn.Module):
     ):
         """``chips``: None (whole-image mode) or a dict with size, context, class_agnostic, test_batch,
         threshold, fallback_fill, ellipse_prior, prior_scale, coord_channels, grabcut_weight (MODEL.BOX2SEG.CHIPS;
-        with grabcut_weight > 0 each input carries ``grabcut_own_masks``, its boxes' own GrabCut masks).
+        with grabcut_weight > 0 each input carries ``grabcut_own_masks``, its boxes' own GrabCut masks) and crf
+        (None, or the keyword arguments of ``colour_crf``: MODEL.BOX2SEG.CHIPS.CRF).
         ``input_format``: the images' channel order (INPUT.FORMAT), for the pairwise term's colours.
         ``channels_last``: convolutions in NHWC memory layout (the default on CPU: oneDNN's convolutions are
         about 20% faster per chip-mode step in it; the same numbers up to float rounding)."""
@@ -109,7 +111,11 @@ class Box2Seg(nn.Module):
                      "test_batch": b.CHIPS.TEST_BATCH, "threshold": b.CHIPS.THRESHOLD,
                      "fallback_fill": b.CHIPS.FALLBACK_FILL, "ellipse_prior": b.CHIPS.ELLIPSE_PRIOR,
                      "prior_scale": b.CHIPS.PRIOR_SCALE, "coord_channels": b.CHIPS.COORD_CHANNELS,
-                     "grabcut_weight": b.CHIPS.GRABCUT_WEIGHT}
+                     "grabcut_weight": b.CHIPS.GRABCUT_WEIGHT, "crf": None}
+            if b.CHIPS.CRF.ENABLED:
+                c = b.CHIPS.CRF
+                chips["crf"] = {"weight": c.WEIGHT, "theta_colour": c.THETA_COLOUR, "theta_space": c.THETA_SPACE,
+                                "window": c.WINDOW, "steps": c.STEPS}
             if b.CHIPS.CLASS_AGNOSTIC:  # the heads see one foreground class; the outputs keep the dataset's
                 head_cfg = cfg.clone()
                 head_cfg.defrost()
@@ -396,6 +402,8 @@ class Box2Seg(nn.Module):
                     f"probabilities, and input {x.get('file_name', '')!r} has no 'grabcut_own_masks' (the test mapper "
                     "and the predictor add them); set it to 0 to predict from the model alone")
             probs = fuse_grabcut(probs, x["grabcut_own_masks"].to(self.device)[keep], weight)
+        if self.chips.get("crf"):
+            probs = self._with_colour_crf(x, probs, keep)
         kept_masks, kept_scores, filled = never_empty_masks(probs, inside, self.chips["threshold"],
                                                             self.chips["fallback_fill"])
         height, width = inside.shape[-2:]  # (0, H, W) without boxes
@@ -404,6 +412,22 @@ class Box2Seg(nn.Module):
         masks[keep], scores[keep] = kept_masks, kept_scores
         return {"sem_seg": self._painted(masks, boxes, classes, height, width), "box_masks": masks,
                 "box_scores": scores, "num_filled_boxes": int(filled.sum())}
+
+    def _with_colour_crf(self, x, probs, keep):
+        """The K kept boxes' probabilities (K, H, W, output frame; float or uint8 x 255) refined by the colour CRF
+        (``colour_crf``, MODEL.BOX2SEG.CHIPS.CRF) in each box's own chip, at the chip's size, and pasted back
+        (uint8 x 255). Chips go through in TEST_BATCH chunks, which bounds the CRF's k x k window tensors."""
+        image = x["image"].to(self.device).float()
+        rgb = image.flip(0) if self.input_format == "BGR" else image
+        height, width = probs.shape[-2:]
+        p = probs.float() / 255.0 if probs.dtype == torch.uint8 else probs.float()
+        regions = chip_regions(x["instances"].gt_boxes.tensor.to(self.device).float()[keep], self.chips["context"])
+        out_regions = regions * regions.new_tensor([width / image.shape[-1], height / image.shape[-2]]).repeat(2)
+        size, batch, refined = self.chips["size"], self.chips["test_batch"], []
+        for chunk, out_chunk, p_chunk in zip(regions.split(batch), out_regions.split(batch), p.split(batch)):
+            q = colour_crf(crop_own_chips(p_chunk, out_chunk, size), crop_chips(rgb, chunk, size), **self.chips["crf"])
+            refined.append(paste_chip_probs(q, out_chunk, height, width))
+        return torch.cat(refined) if refined else probs
 
     def _painted(self, masks, boxes, classes, height, width):
         """(L+1, H, W) one-hot map of the per-box masks, the smaller box winning where they overlap."""

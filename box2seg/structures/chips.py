@@ -16,7 +16,7 @@ import torch
 from detectron2.layers import paste_masks_in_image
 from torchvision.ops import roi_align
 
-__all__ = ["chip_regions", "boxes_in_chip", "crop_chips", "paste_chip_probs", "sample_label_chip",
+__all__ = ["chip_regions", "boxes_in_chip", "crop_chips", "crop_own_chips", "paste_chip_probs", "sample_label_chip",
            "flip_boxes_horizontally", "boxes_in_own_chips", "ellipse_prior", "box_coordinates"]
 
 
@@ -96,6 +96,15 @@ def crop_chips(image, regions, size):
     regions = torch.as_tensor(regions, dtype=torch.float32, device=image.device).reshape(-1, 4)
     rois = torch.cat([regions.new_zeros(len(regions), 1), regions], dim=1)
     return roi_align(image[None].float(), rois, (size, size), spatial_scale=1.0, sampling_ratio=2, aligned=True)
+
+
+def crop_own_chips(maps, regions, size):
+    """(N, size, size) float: map i of ``maps`` (N, H, W) cut to region i, at the chip pixel centres of
+    :func:`crop_chips` (each box's pasted probability back in its own chip's frame). One ``roi_align`` call."""
+    regions = torch.as_tensor(regions, dtype=torch.float32, device=maps.device).reshape(-1, 4)
+    index = torch.arange(len(regions), dtype=torch.float32, device=maps.device)[:, None]
+    rois = torch.cat([index, regions], dim=1)
+    return roi_align(maps[:, None].float(), rois, (size, size), spatial_scale=1.0, sampling_ratio=2, aligned=True)[:, 0]
 
 
 def paste_chip_probs(chip_probs, regions, height, width):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from box2seg.structures import (PIXEL_CENTRES, box_pixel_masks, boxes_in_chip, boxes_in_own_chips, chip_regions,
-                                crop_chips, ellipse_prior, flip_boxes_horizontally, paste_chip_probs,
+                                crop_chips, crop_own_chips, ellipse_prior, flip_boxes_horizontally, paste_chip_probs,
                                 sample_label_chip)
 
 SIZE, CONTEXT = 128, 0.25
@@ -56,6 +56,24 @@ def test_crop_then_paste_returns_the_box_region():
     assert torch.equal(pasted[:2], expected[:2])  # boxes inside and at the image border, exactly
     assert pasted[2].any() and (pasted[2] <= box_pixel_masks(boxes[2:] + torch.tensor([-1, -1, 1, 1]), h, w,
                                                              PIXEL_CENTRES)[0]).all()  # a 2 px box: within a pixel
+
+
+def test_crop_own_chips_cuts_each_map_to_its_own_region_as_crop_chips_cuts_an_image():
+    """Map i through region i only: the same samples as crop_chips of that map, and a pasted chip comes back."""
+    h, w = 60, 80
+    boxes = torch.tensor([[10.0, 12.0, 30.0, 40.0], [40.0, 5.0, 70.0, 25.0]])
+    regions = torch.as_tensor(chip_regions(boxes.numpy(), CONTEXT), dtype=torch.float32)
+    maps = torch.rand((2, h, w))
+    own = crop_own_chips(maps, regions, 32)
+    assert own.shape == (2, 32, 32)
+    for i in range(2):
+        assert torch.allclose(own[i], crop_chips(maps[i][None], regions[i:i + 1], 32)[0, 0])
+    ramp = (torch.arange(32, dtype=torch.float32) + 0.5) / 32
+    chips = torch.stack([ramp[None, :].expand(32, 32), ramp[:, None].expand(32, 32)])  # smooth: resampling keeps it
+    pasted = paste_chip_probs(chips, regions, h, w).float() / 255.0
+    again = crop_own_chips(pasted, regions, 32)
+    inner = (slice(None), slice(8, -8), slice(8, -8))  # away from the region edges and the image border
+    assert (again[inner] - chips[inner]).abs().max() < 0.03  # bilinear twice and uint8: close, not equal
 
 
 def test_boxes_cut_by_the_chip_edge_are_clipped_and_flagged():
