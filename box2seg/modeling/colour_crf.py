@@ -7,7 +7,8 @@ pixel i and a window neighbour j, ``weight * exp(-|dx|^2 / (2 theta_space^2) - |
 (dx in chip pixels, Lab the CIE colours of the chip). Each step sets ``logit_i = unary_i + sum_j k_ij (2 q_j - 1)``,
 the unary being the logit of the box's probability: similar-coloured neighbours vote for each other's label.
 All chips run at once; the only loop is over the k x k window offsets (shifted views of one padded copy,
-multiplied and added in place: no (N, k*k, S, S) copy of the image, and 8x faster on a CPU than ``unfold``).
+multiplied and added in place: no (N, C, k*k, S, S) window copies, several times faster on a CPU than ``unfold``;
+bench/RESULTS.md, session 17).
 """
 import torch
 import torch.nn.functional as F

@@ -416,7 +416,7 @@ class Box2Seg(nn.Module):
     def _with_colour_crf(self, x, probs, keep):
         """The K kept boxes' probabilities (K, H, W, output frame; float or uint8 x 255) refined by the colour CRF
         (``colour_crf``, MODEL.BOX2SEG.CHIPS.CRF) in each box's own chip, at the chip's size, and pasted back
-        (uint8 x 255). Chips go through in TEST_BATCH chunks, which bounds the CRF's k x k window tensors."""
+        (uint8 x 255). Chips go through in TEST_BATCH chunks, which bounds the CRF's (chunk, k*k, S, S) kernel."""
         image = x["image"].to(self.device).float()
         rgb = image.flip(0) if self.input_format == "BGR" else image
         height, width = probs.shape[-2:]
